@@ -1,0 +1,1 @@
+complete --command opensora --no-files --arguments "(env _OPENSORA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) opensora)" --condition "env _OPENSORA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) opensora"

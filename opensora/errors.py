@@ -1,0 +1,29 @@
+"""The errors a user can cause, and runtime failures, each with a message naming the fix."""
+
+from __future__ import annotations
+
+
+class OpenSoraError(Exception):
+    """A failure the CLI reports as one line, without a traceback (exit code 1)."""
+
+    exit_code = 1
+
+
+class UserError(OpenSoraError):
+    """Bad input: a missing file, a bad option or config value (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """One or more invalid settings; the message lists every problem found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def collect(problems: list[str]) -> None:
+    """Raise one ConfigError listing every problem, if there are any."""
+    if problems:
+        raise ConfigError(problems)

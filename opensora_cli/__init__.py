@@ -1,0 +1,1 @@
+"""The `opensora` command: a thin Typer layer over the `opensora` library."""

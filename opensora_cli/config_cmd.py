@@ -1,0 +1,71 @@
+"""`opensora config`: see and edit the user config file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from opensora_cli.render import console, print_json, table
+from opensora_cli.settings import SCHEMA, Settings, config_path, set_value, unset_value
+
+app = typer.Typer(help="See and edit user defaults (config file < OPENSORA_* env < flags).", no_args_is_help=True)
+
+
+@app.command("path")
+def path() -> None:
+    """Print the config file's path.
+
+    [bold]Example[/bold]: opensora config path
+    """
+    print(config_path())
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every setting, its value and where it came from.
+
+    [bold]Example[/bold]: opensora config show --json
+    """
+    s: Settings = ctx.obj
+    rows = [(k, s.get(k), s.source(k)) for k in SCHEMA]
+    if as_json:
+        print_json({"file": str(s.file), "values": {k: v for k, v, _ in rows}, "home": str(s.home)})
+        return
+    console.print(table(f"config: {s.file}", rows, ("key", "value", "from")))
+    console.print(f"home: {s.home}")
+
+
+@app.command("set")
+def set_(
+    key: Annotated[str, typer.Argument(help="section.name, e.g. train.model")],
+    value: Annotated[str, typer.Argument(help="the new value")],
+) -> None:
+    """Set one default in the config file.
+
+    [bold]Example[/bold]: opensora config set train.model DiT/B-2
+    """
+    path, stored = set_value(key, value)
+    console.print(f"{key} = {stored!r} in {path}")
+
+
+@app.command("unset")
+def unset(key: Annotated[str, typer.Argument(help="section.name")]) -> None:
+    """Remove one default from the config file.
+
+    [bold]Example[/bold]: opensora config unset train.model
+    """
+    console.print(f"removed {key} from {unset_value(key)}")
+
+
+@app.command("keys")
+def keys() -> None:
+    """List every key the config file accepts.
+
+    [bold]Example[/bold]: opensora config keys
+    """
+    console.print(table("config keys", [(k, t.__name__, d, h) for k, (t, d, h) in SCHEMA.items()],
+                        ("key", "type", "default", "meaning")))

@@ -1,0 +1,86 @@
+"""Entry point: wires the command groups and turns library errors into one-line messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from opensora import __version__
+from opensora.errors import OpenSoraError
+from opensora_cli import config_cmd, data_cmd, inspect_cmd
+from opensora_cli.render import error_line
+from opensora_cli.settings import Settings
+
+app = typer.Typer(
+    name="opensora",
+    help="From captioned videos to a trained text-to-video diffusion model and generated clips.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(config_cmd.app, name="config")
+app.command("inspect")(inspect_cmd.inspect)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"opensora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="OPENSORA_DEBUG", help="Show full tracebacks.")] = False,
+) -> None:
+    """[bold]opensora[/bold]: data -> encode -> train -> sample, on one CPU or many GPUs.
+
+    [bold]Examples[/bold]
+      opensora demo                      # the whole loop, offline, in minutes
+      opensora data encode -c captions.json -v videos/
+      opensora train --model DiT/XL-2 --sp ulysses
+      opensora sample "a person walking" --sec 5
+    """
+    ctx.obj = Settings.load()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("OPENSORA_DEBUG", "") not in ("", "0", "false")
+    try:
+        app(args=argv, prog_name="opensora", standalone_mode=False)
+        return 0
+    except typer.Exit as e:
+        return e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        error_line("interrupted", hint_debug=False)
+        return 130
+    except OpenSoraError as e:
+        if debug:
+            raise
+        error_line(str(e), hint_debug=e.exit_code != 2)
+        return e.exit_code
+    except Exception as e:
+        if debug:
+            raise
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # click's usage errors (Typer vendors click)
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            error_line(e.format_message() + hint, hint_debug=False)
+            return e.exit_code
+        error_line(f"{type(e).__name__}: {e}")  # unexpected: still one line unless --debug
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Console output: progress bars from library events, tables, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from opensora.progress import ProgressEvent, ProgressFn
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _columns(unit: str):
+    if unit == "bytes":
+        return (DownloadColumn(), TransferSpeedColumn())
+    return (MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+
+
+@contextmanager
+def progress_bars(transient: bool = False) -> Iterator[ProgressFn]:
+    """Yield a ProgressFn that draws one rich bar per task name (on stderr)."""
+    bars: dict[str, tuple[Progress, TaskID]] = {}
+    started: list[Progress] = []
+
+    def on_event(ev: ProgressEvent) -> None:
+        if ev.task not in bars:
+            p = Progress(
+                TextColumn("[bold blue]{task.description:<10}"),
+                BarColumn(),
+                *_columns(ev.unit),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=transient,
+            )
+            p.start()
+            started.append(p)
+            bars[ev.task] = (p, p.add_task(ev.task, total=ev.total, rate="", info=""))
+        p, tid = bars[ev.task]
+        task = p.tasks[tid]
+        rate = ""
+        if ev.unit != "bytes" and task.elapsed:
+            speed = ev.completed / task.elapsed if task.elapsed > 0 else 0
+            rate = f"{speed:.2f} {ev.unit}/s"
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.info.items())
+        p.update(tid, completed=ev.completed, total=ev.total, rate=rate, info=info)
+
+    try:
+        yield on_event
+    finally:
+        for p in started:
+            p.stop()
+
+
+def table(title: str, rows: list[tuple], headers: tuple[str, ...] = ("", "")) -> Table:
+    """A two-or-more column rich table."""
+    t = Table(title=title, show_header=any(headers), title_justify="left")
+    for h in headers:
+        t.add_column(h)
+    for r in rows:
+        t.add_row(*(str(x) for x in r))
+    return t
+
+
+def print_json(obj: object) -> None:
+    """Print JSON on stdout with no styling (for --json)."""
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def error_line(message: str, hint_debug: bool = True) -> None:
+    """Print one red error line on stderr."""
+    suffix = " [dim](--debug for a traceback)[/dim]" if hint_debug else ""
+    err_console.print(f"[bold red]error:[/bold red] {message}{suffix}", highlight=False, soft_wrap=True)

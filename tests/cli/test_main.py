@@ -1,0 +1,94 @@
+"""CLI conventions: --version, --help with examples, one-line errors, exit codes, config."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from opensora import __version__
+from opensora_cli.main import app
+
+COMMANDS = [c.name or c.callback.__name__ for c in app.registered_commands]
+GROUPS = {g.name: g.typer_instance for g in app.registered_groups}
+
+
+def _all_command_paths():
+    paths = [[c] for c in COMMANDS]
+    for name, sub in GROUPS.items():
+        paths += [[name, c.name or c.callback.__name__.rstrip("_")] for c in sub.registered_commands]
+    return paths
+
+
+def test_version(cli):
+    r = cli("--version")
+    assert r.code == 0 and r.out.strip() == f"opensora {__version__}"
+
+
+@pytest.mark.parametrize("path", _all_command_paths(), ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_an_example(cli, path):
+    r = cli(*path, "--help")
+    assert r.code == 0, r.err
+    assert re.search(r"Examples?", r.out), f"`opensora {' '.join(path)} --help` shows no example"
+
+
+def test_unknown_option_is_one_line_exit_2(cli):
+    r = cli("data", "collate", "--bogus")
+    assert r.code == 2
+    lines = [x for x in r.err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "--bogus" in lines[0] and "Traceback" not in r.err
+
+
+def test_missing_directory_names_option_and_fix(cli, tmp_path):
+    r = cli("data", "collate", "-d", tmp_path / "nope")
+    assert r.code == 2
+    assert "--dataset-dir" in r.err and "opensora data download" in r.err and "Traceback" not in r.err
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    from opensora.errors import UserError
+
+    with pytest.raises(UserError):
+        cli("--debug", "data", "collate", "-d", tmp_path / "nope")
+
+
+def test_config_set_show_and_precedence(cli, monkeypatch, isolated_user_dirs):
+    assert cli("config", "set", "train.model", "DiT/B-2").code == 0
+    r = cli("config", "show", "--json")
+    assert '"train.model": "DiT/B-2"' in r.out
+    monkeypatch.setenv("OPENSORA_TRAIN_MODEL", "DiT/L-2")
+    assert '"train.model": "DiT/L-2"' in cli("config", "show", "--json").out
+    assert cli("config", "path").out.strip() == str(isolated_user_dirs / "config.toml")
+    assert cli("config", "unset", "train.model").code == 0
+
+
+def test_config_errors_name_file_and_key(cli, isolated_user_dirs):
+    r = cli("config", "set", "train.modle", "x")
+    assert r.code == 2 and "train.modle" in r.err and "train.model" in r.err
+    r = cli("config", "set", "train.steps", "many")
+    assert r.code == 2 and "train.steps must be int" in r.err
+    (isolated_user_dirs / "config.toml").write_text('[train]\nsteps = "x"\nbogus = 1\n')
+    r = cli("config", "show")
+    assert r.code == 2
+    assert "config.toml" in r.err and "train.bogus" in r.err and "train.steps" in r.err
+    (isolated_user_dirs / "config.toml").write_text("[train\n")
+    r = cli("config", "show")
+    assert r.code == 2 and "config.toml" in r.err
+
+
+def test_inspect_video_table_and_json(cli, video_dir):
+    r = cli("inspect", video_dir / "a.mp4", "--json")
+    assert r.code == 0
+    import json
+
+    info = json.loads(r.out)
+    assert info["kind"] == "video" and info["width"] == 48 and info["height"] == 32
+    assert info["frames"] == 8 and info["fps"] == 8.0 and abs(info["duration"] - 1.0) < 1e-6
+    assert info["codec"] == "h264"
+    r = cli("inspect", video_dir / "a.mp4")
+    assert r.code == 0 and "h264" in r.out
+
+
+def test_inspect_missing_path(cli, tmp_path):
+    r = cli("inspect", tmp_path / "nothing.mp4")
+    assert r.code == 2 and "nothing.mp4" in r.err

@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated user config/home, PyAV-made videos, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opensora.data.video import write_video
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED.exists():  # CI clones beside shared/ too; a checkout elsewhere may not have it
+    SHARED = Path(os.environ.get("OPENSORA_SHARED_DATA", "/work/shared/data"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Every test gets its own config file and data home; no OPENSORA_* from the outside."""
+    for k in list(os.environ):
+        if k.startswith("OPENSORA_"):
+            monkeypatch.delenv(k)
+    base = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("OPENSORA_CONFIG", str(base / "config.toml"))
+    monkeypatch.setenv("OPENSORA_HOME", str(base / "home"))
+    return base
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `opensora ARGS...` in-process; returns exit code, stdout and stderr."""
+    from opensora_cli.main import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
+
+
+def run_opensora(*args: str, env: dict | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run the real `opensora` console script in a subprocess."""
+    full_env = {**os.environ, **(env or {}), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-c", "from opensora_cli.main import run; run()", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout, **kw,
+    )
+
+
+def moving_square_video(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of a coloured square moving right on a grey background."""
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(60, 255, size=3)
+    frames = np.full((t, h, w, 3), 40, np.uint8)
+    side = max(2, min(h, w) // 4)
+    for i in range(t):
+        x = (i * max(1, w // max(t, 1))) % max(1, w - side)
+        frames[i, h // 3 : h // 3 + side, x : x + side] = colour
+    return frames
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """Videos of several sizes, rates and lengths written with PyAV."""
+    d = tmp_path_factory.mktemp("videos")
+    specs = {"a.mp4": (8, 32, 48, 8), "b.mp4": (12, 48, 32, 12), "c.mp4": (16, 64, 64, 16), "d.mp4": (6, 32, 32, 6)}
+    for i, (name, (t, h, w, fps)) in enumerate(specs.items()):
+        write_video(d / name, moving_square_video(t, h, w, seed=i), fps)
+    return d
