@@ -9,6 +9,7 @@ import typer
 
 from opensora.data.collate import collate_msrvtt
 from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
+from opensora.errors import UserError
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
 
@@ -74,3 +75,79 @@ def collate(
             console.print(f"[yellow]{len(items)} {label}:[/yellow] {shown}")
     first = sorted(r.videos)[0] if r.videos else "train"
     console.print(f"next: opensora data encode -c {r.out / first / 'annotations.json'} -v {r.out / first / 'videos'}")
+
+
+def _parse_size(size: str | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    try:
+        h, w = (int(x) for x in size.lower().split("x"))
+        if h > 0 and w > 0:
+            return h, w
+    except ValueError:
+        pass
+    raise UserError(f"--size {size!r} must be HEIGHTxWIDTH, e.g. 256x256")
+
+
+@app.command()
+def encode(
+    ctx: typer.Context,
+    captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}.")],
+    videos: Annotated[Path, typer.Option("--videos", "-v", help="Directory holding the videos named in the captions.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset directory [default: HOME/datasets/NAME].")] = None,
+    compression: Annotated[str | None, typer.Option("--compression", help="raw | vqvae | sdvae.")] = None,
+    vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory.")] = None,
+    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory.")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate [default: the video's own].")] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Skip (filter) longer videos.")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Skip (filter) videos with more frames.")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="Resize to HEIGHTxWIDTH [default: keep as is].")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per VAE batch.")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Decoding processes beside the encoder.")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Videos per shard (the unit of resumption).")] = 32,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete OUT and start over.")] = False,
+) -> None:
+    """Encode videos + captions into an Arrow dataset (video latents + CLIP text features).
+
+    One row per (video, caption) pair. Resumable: rerun the same command after a crash.
+    Bad videos are skipped and listed in OUT/errors.jsonl; the exit code is 0 only if every
+    pair was encoded or deliberately filtered (too long).
+
+    [bold]Example[/bold]: opensora data encode -c captions.json -v videos/ -o out/
+    """
+    from opensora.data.encode import EncodeConfig, encode_dataset
+    from opensora.devices import resolve_device
+
+    s: Settings = ctx.obj
+    comp = s.get("encode.compression", compression)
+    if out is None:
+        name = f"{captions.resolve().parent.name or 'dataset'}-{comp}"
+        out = s.home / "datasets" / name
+        console.print(f"output: {out} (default under HOME/datasets; pass -o to choose)")
+    cfg = EncodeConfig(
+        captions=captions, videos=videos, out=out, compression=comp, vae=s.get("encode.vae", vae),
+        text_encoder=s.get("encode.text_encoder", text_encoder), fps=s.get("encode.fps", fps),
+        max_seconds=s.get("encode.max_seconds", max_seconds), max_frames=s.get("encode.max_frames", max_frames),
+        size=_parse_size(size), device=str(resolve_device(s.get("encode.device", device))),
+        batch_size=s.get("encode.batch_size", batch_size), num_workers=s.get("encode.num_workers", num_workers),
+        shard_size=shard_size, overwrite=overwrite,
+    )
+    with progress_bars() as progress:
+        r = encode_dataset(cfg, progress=progress)
+    rows = [("pairs", r.pairs), ("written", r.written), ("filtered (too long)", r.filtered),
+            ("failed", r.failed), ("videos", r.videos)]
+    if r.resumed_shards:
+        rows.append(("shards from an earlier run", r.resumed_shards))
+    console.print(table(f"encoded into {r.out}", rows))
+    if r.shapes:
+        console.print(table("latent shapes", sorted(r.shapes.items()), ("shape", "rows")))
+    for e in r.errors[:20]:
+        console.print(f"[yellow]skipped[/yellow] {e['file']} ({e['pairs']} pairs): {e['reason']} {e['detail']}".rstrip())
+    if len(r.errors) > 20:
+        console.print(f"… and {len(r.errors) - 20} more")
+    if r.errors:
+        console.print(f"all skipped videos: {r.out / 'errors.jsonl'}")
+    console.print(f"next: opensora train --data {r.out}")
+    if not r.ok:
+        raise typer.Exit(1)

@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("OPENSORA_DEBUG", "") not in ("", "0", "false")
     try:
-        app(args=argv, prog_name="opensora", standalone_mode=False)
-        return 0
+        # Without standalone mode click returns the code of a typer.Exit instead of raising it.
+        rv = app(args=argv, prog_name="opensora", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except (KeyboardInterrupt, typer.Abort):

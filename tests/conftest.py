@@ -80,3 +80,40 @@ def video_dir(tmp_path_factory) -> Path:
     for i, (name, (t, h, w, fps)) in enumerate(specs.items()):
         write_video(d / name, moving_square_video(t, h, w, seed=i), fps)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory) -> Path:
+    """A tiny random CLIP text model with CLIP's real tokenizer, saved like a hub model."""
+    from opensora.text.clip import build_tiny_clip_text_encoder
+
+    return build_tiny_clip_text_encoder(tmp_path_factory.mktemp("clip"), hidden=32, layers=1, heads=2, max_length=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdvae(tmp_path_factory) -> Path:
+    """A tiny diffusers AutoencoderKL (downsample 2) saved with save_pretrained."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=32, scaling_factor=0.5)
+    d = tmp_path_factory.mktemp("sdvae")
+    vae.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_vqvae(tmp_path_factory) -> Path:
+    """A tiny VideoGPT-layout VQ-VAE (downsample 2x4x4, 64 codes) saved as config.json + safetensors."""
+    import torch
+
+    from opensora.compression.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    m = VQVAE(embedding_dim=8, n_codes=64, n_hiddens=16, n_res_layers=1, downsample=(2, 4, 4))
+    d = tmp_path_factory.mktemp("vqvae")
+    m.save_pretrained(d)
+    return d

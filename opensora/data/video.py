@@ -100,8 +100,11 @@ def read_video(
     fps: float | None = None,
     max_frames: int | None = None,
     max_seconds: float | None = None,
+    size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Decode RGB frames (T, H, W, 3) uint8, resampled to `fps` (default the video's own).
+
+    Frames keep their resolution unless `size` (height, width) asks for a resize.
 
     Raises VideoError with reason "too long" when the video exceeds `max_seconds` or
     `max_frames` (counted at the target fps), before decoding when the container says so.
@@ -133,7 +136,10 @@ def read_video(
                         continue
                     while next_t <= t + 1e-6:  # a gap in a VFR video skips sample times, never repeats
                         next_t += step
-                frames.append(frame.to_ndarray(format="rgb24"))
+                if size is None:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                else:
+                    frames.append(frame.reformat(width=size[1], height=size[0], format="rgb24").to_ndarray())
                 if max_frames is not None and len(frames) > max_frames:
                     raise VideoError(path, "too long", f"more than --max-frames {max_frames} frames")
                 if max_seconds is not None and len(frames) / out_fps > max_seconds + 1e-6:

@@ -1,0 +1,93 @@
+"""Model directories and training checkpoints: safetensors + JSON, loadable without pickle.
+
+A model directory (what `sample` and `inspect` read):
+  opensora.json   model preset, conditioning, compression, text encoder, diffusion settings, step
+  model/          VideoDiT.save_pretrained: config.json + diffusion_pytorch_model.safetensors
+  ema/            the EMA weights, same format (optional)
+A training checkpoint is a model directory plus optimizer/, trainer_state.json and rng.safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from opensora.errors import UserError
+
+META = "opensora.json"
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True if `path` is a model directory or a training checkpoint."""
+    return (Path(path) / META).exists() and (Path(path) / "model").is_dir()
+
+
+def read_meta(path: Path) -> dict:
+    """The checkpoint's opensora.json; a clear error if `path` is not one."""
+    path = Path(path)
+    if not is_checkpoint(path):
+        raise UserError(f"--ckpt {path}: not a checkpoint (no {META} + model/); pass a RUN/ckpt-N directory")
+    return json.loads((path / META).read_text())
+
+
+def save_model_dir(directory: Path, model, meta: dict, ema=None) -> None:
+    """Write opensora.json, model/ and (if given) ema/ into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory / "model", safe_serialization=True)
+    if ema is not None:
+        ema.save_pretrained(directory / "ema", safe_serialization=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    (directory / META).write_text(json.dumps({**meta, "parameters": n_params, "has_ema": ema is not None}, indent=2))
+
+
+def load_model(path: Path, ema: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(model, meta) from a checkpoint; EMA weights when present and `ema` is True."""
+    from opensora.models.dit import VideoDiT
+
+    path = Path(path)
+    meta = read_meta(path)
+    sub = "ema" if ema and (path / "ema").is_dir() else "model"
+    model = VideoDiT.from_pretrained(path / sub, torch_dtype=dtype)
+    return model.to(device).eval(), {**meta, "weights": sub}
+
+
+def describe_checkpoint(path: Path) -> dict:
+    """Model, conditioning, compression, text encoder, parameters, step, EMA, training config."""
+    meta = read_meta(path)
+    model_cfg = json.loads((Path(path) / "model" / "config.json").read_text())
+    return {
+        "path": str(path),
+        "model": meta.get("model_name", model_cfg.get("model_name")),
+        "condition": model_cfg.get("condition"),
+        "compression": (meta.get("compression") or {}).get("name"),
+        "text_encoder": (meta.get("text_encoder") or {}).get("path"),
+        "parameters": meta.get("parameters"),
+        "step": meta.get("step"),
+        "ema": (Path(path) / "ema").is_dir(),
+        "latent_channels": model_cfg.get("in_channels"),
+        "patch_size": model_cfg.get("patch_size"),
+        "prediction_type": (meta.get("diffusion") or {}).get("prediction_type"),
+        "config": meta.get("train_config", {}),
+    }
+
+
+def newest_checkpoint(runs_dir: Path) -> Path | None:
+    """The newest checkpoint of the newest run under `runs_dir` (None if there is none)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return None
+    runs = sorted((r for r in runs_dir.iterdir() if r.is_dir()), key=lambda r: r.stat().st_mtime, reverse=True)
+    for run in runs:
+        ckpts = checkpoints_of(run)
+        if ckpts:
+            return ckpts[-1]
+    return None
+
+
+def checkpoints_of(run: Path) -> list[Path]:
+    """A run's complete checkpoints, oldest first (ckpt-NNNNNNN, ordered by step)."""
+    found = [p for p in Path(run).glob("ckpt-*") if p.is_dir() and is_checkpoint(p)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))

@@ -1,0 +1,41 @@
+"""No compression: the diffusion model works on pixels in [-1, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from opensora.compression.base import VideoCompressor, float_to_frames, frames_to_float
+
+
+class RawCompressor(VideoCompressor):
+    """Stores uint8 frames (T, H, W, 3) as they are."""
+
+    name = "raw"
+    stride = (1, 1, 1)
+    latent_channels = 3
+    latent_dtype = "uint8"
+
+    def spec(self) -> dict:
+        """Nothing to load: just the name."""
+        return {"name": self.name}
+
+    def stored_shape(self, lt: int, lh: int, lw: int) -> tuple[int, ...]:
+        """Frames are stored channels-last, as decoded."""
+        return (lt, lh, lw, 3)
+
+    def encode(self, videos: list[np.ndarray]) -> list[np.ndarray]:
+        """The frames themselves."""
+        return [np.ascontiguousarray(v, dtype=np.uint8) for v in videos]
+
+    def to_diffusion(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) in [-1, 1]."""
+        return frames_to_float(latent)
+
+    def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, T, H, W, 3) uint8."""
+        return float_to_frames(x)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Stored frames are the video."""
+        return latent.to(torch.uint8)

@@ -1,0 +1,186 @@
+"""`data encode` end to end: real PyAV videos, tiny real models, real Arrow shards, crash + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opensora.data.dataset import EncodedDataset
+from opensora.data.video import write_video
+from tests.conftest import SHARED, moving_square_video, run_opensora
+
+
+def _captions(path: Path, items: list[dict], jsonl: bool = False) -> Path:
+    if jsonl:
+        path.write_text("".join(json.dumps(x) + "\n" for x in items))
+    else:
+        path.write_text(json.dumps(items))
+    return path
+
+
+def test_encode_raw_rows_shapes_and_inspect(cli, tmp_path, video_dir, tiny_text_encoder):
+    caps = _captions(tmp_path / "c.jsonl", [
+        {"file": "a.mp4", "captions": ["a red square", "a square moving right"]},
+        {"file": "b.mp4", "captions": ["a tall video"]},
+        {"file": "c.mp4", "captions": ["a big one"]},
+    ], jsonl=True)
+    out = tmp_path / "out"
+    r = cli("data", "encode", "-c", caps, "-v", video_dir, "-o", out, "--text-encoder", tiny_text_encoder,
+            "--num-workers", "0")
+    assert r.code == 0, r.err
+    ds = EncodedDataset(out)
+    assert len(ds) == 4
+    assert [ds[i]["caption"] for i in range(4)] == ["a red square", "a square moving right", "a tall video", "a big one"]
+    assert ds[0]["video"].shape == (8, 32, 48, 3) and ds[0]["video"].dtype == np.uint8
+    assert ds[2]["video"].shape == (12, 48, 32, 3)  # dynamic resolution: kept as it is
+    assert ds[0]["text"].shape == (16, 32)
+    np.testing.assert_array_equal(ds[0]["video"], ds[1]["video"])  # two captions, same video
+    assert ds.table.column_names[:3] == ["video_file", "caption", "video_latent_states"]
+    r = cli("inspect", out, "--json")
+    info = json.loads(r.out)
+    assert info["kind"] == "dataset" and info["rows"] == 4
+    assert info["shapes"] == {"8x32x48x3": 2, "12x48x32x3": 1, "16x64x64x3": 1}
+    assert "a red square" in info["captions"]
+    assert "latent shapes" in cli("inspect", out).out
+
+
+def test_encode_fps_and_max_seconds_filter(cli, tmp_path, video_dir, tiny_text_encoder):
+    caps = _captions(tmp_path / "c.json", [{"file": n, "captions": [n]} for n in ("a.mp4", "c.mp4")])
+    out = tmp_path / "out"
+    # c.mp4 is 16 frames at 16 fps = 1 s; a.mp4 is 8 frames at 8 fps = 1 s
+    r = cli("data", "encode", "-c", caps, "-v", video_dir, "-o", out, "--text-encoder", tiny_text_encoder,
+            "--fps", "4", "--max-frames", "4", "--num-workers", "0")
+    assert r.code == 0, r.err
+    ds = EncodedDataset(out)
+    assert [ds.latent_shape(i) for i in range(len(ds))] == [(4, 32, 48, 3), (4, 64, 64, 3)]
+    r = cli("data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o2", "--text-encoder", tiny_text_encoder,
+            "--max-seconds", "0.5", "--num-workers", "0")
+    assert r.code == 0 and "filtered" in r.out  # filtered only: still exit 0
+    manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    assert manifest["filtered"] == 2 and manifest["rows"] == 0
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared test videos not present")
+def test_bad_inputs_are_skipped_and_listed(cli, tmp_path, video_dir, tiny_text_encoder):
+    vids = tmp_path / "videos"
+    shutil.copytree(video_dir, vids)
+    for name in ("decord/corrupted.mp4", "moviepy/result.webm", "moviepy/crunching.mp3", "decord/unordered.mov",
+                 "torchcodec/var_fps_video.mp4"):
+        shutil.copy(SHARED / "videos" / name, vids / Path(name).name)
+    (vids / "truncated.mp4").write_bytes((video_dir / "c.mp4").read_bytes()[:2000])
+    items = [
+        {"file": "a.mp4", "captions": ["good", ""]},
+        {"file": "corrupted.mp4", "captions": ["x"]},
+        {"file": "result.webm", "captions": ["zero bytes"]},
+        {"file": "crunching.mp3", "captions": ["audio only"]},
+        {"file": "truncated.mp4", "captions": ["cut"]},
+        {"file": "missing.mp4", "captions": ["gone"]},
+        {"file": "../a.mp4", "captions": ["escape"]},
+        {"file": str(vids / "a.mp4"), "captions": ["absolute"]},
+        {"file": "unordered.mov", "captions": ["real file, pts out of order"]},
+        {"file": "var_fps_video.mp4", "captions": ["variable frame rate"]},
+    ]
+    out = tmp_path / "out"
+    r = cli("data", "encode", "-c", _captions(tmp_path / "c.json", items), "-v", vids, "-o", out,
+            "--text-encoder", tiny_text_encoder, "--fps", "8", "--num-workers", "0")
+    assert r.code == 1  # some pairs failed
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    reasons = {e["file"]: e["reason"] for e in errors}
+    assert reasons["a.mp4"] == "empty caption"
+    assert reasons["corrupted.mp4"] == "corrupt"
+    assert reasons["result.webm"] == "empty file"
+    assert reasons["crunching.mp3"] == "no video stream"
+    assert reasons["truncated.mp4"] in ("corrupt", "unreadable", "no frames")
+    assert reasons["missing.mp4"] == "missing"
+    assert reasons["../a.mp4"] == "outside video dir"
+    assert reasons[str(vids / "a.mp4")] == "outside video dir"
+    ds = EncodedDataset(out)
+    assert sorted(ds[i]["caption"] for i in range(len(ds))) == ["good", "real file, pts out of order", "variable frame rate"]
+    assert "corrupted.mp4" in r.out and "errors.jsonl" in r.out
+
+
+def test_malformed_captions_name_line_and_column(cli, tmp_path, video_dir):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"file": "a.mp4", "captions": ["x"]}\n{"file": "b.mp4", "captions": [}\n')
+    r = cli("data", "encode", "-c", p, "-v", video_dir, "-o", tmp_path / "o")
+    assert r.code == 2 and f"{p}:2:" in r.err and "Traceback" not in r.err
+    p2 = tmp_path / "c.json"
+    p2.write_text('[{"file": "a.mp4",\n "captions": ["x"]},\n  oops]')
+    r = cli("data", "encode", "-c", p2, "-v", video_dir, "-o", tmp_path / "o")
+    assert r.code == 2 and f"{p2}:3:" in r.err
+
+
+def test_other_settings_need_overwrite(cli, tmp_path, video_dir, tiny_text_encoder):
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
+    args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--text-encoder", tiny_text_encoder,
+            "--num-workers", "0"]
+    assert cli(*args).code == 0
+    r = cli(*args, "--fps", "4")
+    assert r.code == 2 and "--overwrite" in r.err and "fps" in r.err
+    assert cli(*args, "--fps", "4", "--overwrite").code == 0
+    assert EncodedDataset(tmp_path / "o").latent_shape(0) == (4, 32, 48, 3)
+
+
+def test_default_output_under_home(cli, tmp_path, video_dir, tiny_text_encoder, isolated_user_dirs):
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
+    r = cli("data", "encode", "-c", caps, "-v", video_dir, "--text-encoder", tiny_text_encoder, "--num-workers", "0")
+    assert r.code == 0, r.err
+    expected = isolated_user_dirs / "home" / "datasets" / f"{tmp_path.name}-raw"
+    assert (expected / "manifest.json").exists() and str(expected) in r.out.replace("\n", "")
+
+
+@pytest.mark.parametrize("compression,fixture,shape", [
+    ("sdvae", "tiny_sdvae", (4, 8, 16, 24)),  # (C, T, H/2, W/2)
+    ("vqvae", "tiny_vqvae", (4, 8, 12)),  # (T/2, H/4, W/4) codes
+])
+def test_encode_with_model_compressions(cli, tmp_path, video_dir, tiny_text_encoder, compression, fixture, shape, request):
+    path = request.getfixturevalue(fixture)
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x", "y"]}])
+    r = cli("data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--text-encoder", tiny_text_encoder,
+            "--compression", compression, "--vae", path, "--num-workers", "0")
+    assert r.code == 0, r.err
+    ds = EncodedDataset(tmp_path / "o")
+    assert len(ds) == 2 and ds[0]["video"].shape == shape
+    assert ds.manifest["compression"] == {"name": compression, "path": str(path)}
+
+
+def _encode_cmd(caps, vids, out, te):
+    return [sys.executable, "-c", "from opensora_cli.main import run; run()", "data", "encode", "-c", str(caps),
+            "-v", str(vids), "-o", str(out), "--text-encoder", str(te), "--shard-size", "1", "--num-workers", "0"]
+
+
+def test_kill_9_then_resume_gives_every_row_once(tmp_path, tiny_text_encoder):
+    vids = tmp_path / "v"
+    vids.mkdir()
+    n = 24
+    for i in range(n):
+        write_video(vids / f"v{i:02d}.mp4", moving_square_video(24, 96, 96, seed=i), 12)
+    items = [{"file": f"v{i:02d}.mp4", "captions": [f"video {i}", f"clip {i}"]} for i in range(n)]
+    caps = _captions(tmp_path / "c.json", items)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_encode_cmd(caps, vids, out, tiny_text_encoder), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "shards").glob("shard-*.arrow"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "shards").glob("shard-*.arrow")))
+    assert 3 <= done_before < n, "the encode finished before it could be killed; make it slower"
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    r = run_opensora(*_encode_cmd(caps, vids, out, tiny_text_encoder)[3:])
+    assert r.returncode == 0, r.stderr
+    assert "shards from an earlier run" in r.stdout
+    ds = EncodedDataset(out)
+    pairs = [(ds.table.column("video_file")[i].as_py(), ds[i]["caption"]) for i in range(len(ds))]
+    assert pairs == [(f"v{i:02d}.mp4", f"{k} {i}") for i in range(n) for k in ("video", "clip")]
+    assert not list((out / "shards").glob(".*tmp"))
