@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from opensora.data.collate import collate_msrvtt
 from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
@@ -72,7 +73,7 @@ def collate(
     for label, items in (("videos without captions", r.without_captions), ("captions without video", r.without_video)):
         if items:
             shown = ", ".join(items[:10]) + (" …" if len(items) > 10 else "")
-            console.print(f"[yellow]{len(items)} {label}:[/yellow] {shown}")
+            console.print(f"[yellow]{len(items)} {label}:[/yellow] {escape(shown)}")
     first = sorted(r.videos)[0] if r.videos else "train"
     console.print(f"next: opensora data encode -c {r.out / first / 'annotations.json'} -v {r.out / first / 'videos'}")
 
@@ -143,7 +144,8 @@ def encode(
     if r.shapes:
         console.print(table("latent shapes", sorted(r.shapes.items()), ("shape", "rows")))
     for e in r.errors[:20]:
-        console.print(f"[yellow]skipped[/yellow] {e['file']} ({e['pairs']} pairs): {e['reason']} {e['detail']}".rstrip())
+        console.print(f"[yellow]skipped[/yellow] {escape(e['file'])} ({e['pairs']} pairs): "
+                      + escape(f"{e['reason']} {e['detail']}".rstrip()))
     if len(r.errors) > 20:
         console.print(f"… and {len(r.errors) - 20} more")
     if r.errors:

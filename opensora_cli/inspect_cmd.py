@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from opensora.inspection import inspect_path
 from opensora_cli.render import console, print_json, table
@@ -31,7 +32,7 @@ def inspect(
     if report.get("shapes"):
         console.print(table("latent shapes", [(s, n) for s, n in report["shapes"].items()], ("shape", "rows")))
     for c in report.get("captions", []):
-        console.print(f"  • {c}")
+        console.print(f"  • {escape(c)}")
 
 
 def _fmt(v: object) -> str:

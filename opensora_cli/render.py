@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from opensora.progress import ProgressEvent, ProgressFn
 
@@ -76,7 +78,7 @@ def table(title: str, rows: list[tuple], headers: tuple[str, ...] = ("", "")) ->
     for h in headers:
         t.add_column(h)
     for r in rows:
-        t.add_row(*(str(x) for x in r))
+        t.add_row(*(Text(str(x)) for x in r))  # cells are data, never markup
     return t
 
 
@@ -88,4 +90,4 @@ def print_json(obj: object) -> None:
 def error_line(message: str, hint_debug: bool = True) -> None:
     """Print one red error line on stderr."""
     suffix = " [dim](--debug for a traceback)[/dim]" if hint_debug else ""
-    err_console.print(f"[bold red]error:[/bold red] {message}{suffix}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}{suffix}", highlight=False, soft_wrap=True)

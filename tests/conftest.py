@@ -117,3 +117,25 @@ def tiny_vqvae(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("vqvae")
     m.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def encoded_dataset(tmp_path_factory, tiny_text_encoder) -> Path:
+    """A raw-compression dataset written by `opensora data encode` from PyAV videos of two sizes."""
+    import json
+
+    from opensora_cli.main import main
+
+    d = tmp_path_factory.mktemp("encoded")
+    vids = d / "videos"
+    vids.mkdir()
+    items = []
+    for i in range(8):
+        h, w = (16, 16) if i % 2 else (16, 24)
+        write_video(vids / f"v{i}.mp4", moving_square_video(4, h, w, seed=i), 4)
+        items.append({"file": f"v{i}.mp4", "captions": [f"square number {i}", f"clip {i}"]})
+    (d / "captions.json").write_text(json.dumps(items))
+    code = main(["data", "encode", "-c", str(d / "captions.json"), "-v", str(vids), "-o", str(d / "ds"),
+                 "--text-encoder", str(tiny_text_encoder), "--num-workers", "0"])
+    assert code == 0
+    return d / "ds"

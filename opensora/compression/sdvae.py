@@ -31,13 +31,27 @@ class SDVAECompressor(VideoCompressor):
     latent_dtype = "float32"
 
     def __init__(self, path: str = DEFAULT_SDVAE, device: str | torch.device = "cpu", batch_size: int = 16):
+        from diffusers import AutoencoderKL
+
         self.path, self.device, self.batch_size = path, torch.device(device), batch_size
-        self.vae = load_autoencoder_kl(path).to(self.device).eval()
-        self.vae.requires_grad_(False)
-        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        try:  # the config alone tells the stride and channels; the weights load on first use
+            config = AutoencoderKL.load_config(path)
+        except (OSError, ValueError) as e:
+            raise UserError(f"--vae {path}: cannot load an AutoencoderKL ({str(e).splitlines()[0]}); "
+                            "pass a local diffusers VAE directory or a reachable hub id") from None
+        f = 2 ** (len(config["block_out_channels"]) - 1)
         self.stride = (1, f, f)
-        self.latent_channels = self.vae.config.latent_channels
-        self.scale = float(self.vae.config.scaling_factor)
+        self.latent_channels = int(config.get("latent_channels", 4))
+        self.scale = float(config.get("scaling_factor", 0.18215))
+        self._vae = None
+
+    @property
+    def vae(self):
+        """The AutoencoderKL, loaded on first use (training only needs the latents)."""
+        if self._vae is None:
+            self._vae = load_autoencoder_kl(self.path).to(self.device).eval()
+            self._vae.requires_grad_(False)
+        return self._vae
 
     def spec(self) -> dict:
         """Name and the VAE's location."""

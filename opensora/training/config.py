@@ -1,0 +1,78 @@
+"""Training settings, validated in one place (every problem reported at once)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from opensora.errors import collect
+from opensora.models.dit import CONDITIONS
+from opensora.models.presets import DiT_models
+from opensora.parallel.dims import SP_MODES
+
+PLUGINS = ("ddp", "zero2", "gemini", "hybrid")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train` needs; the CLI fills it from flags and the user config."""
+
+    data: str
+    run_dir: str
+    model: str = "DiT/S-2"
+    condition: str = "cross-attn"
+    plugin: str = "hybrid"
+    precision: str = "auto"
+    batch_size: int = 4  # global: per-rank batch x data-parallel size
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    steps: int = 1000
+    ckpt_every: int = 500
+    keep: int = 3
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    grad_checkpoint: bool = False
+    seed: int = 42
+    sp: str = "none"
+    sp_size: int = 1
+    num_workers: int = 2
+    prediction_type: str = "epsilon"
+    cfg_dropout: float = 0.1
+    temporal_patch: int = 1
+    resume: str | None = None  # "auto" or a checkpoint directory
+    device: str = "auto"
+    pg_timeout: float = 300.0
+
+    def validate(self) -> None:
+        """Raise one ConfigError listing every invalid setting, each naming its flag."""
+        p = []
+        if self.model not in DiT_models:
+            p.append(f"--model {self.model!r} is not a known model (e.g. DiT/S-2, DiT/XL-2)")
+        if self.condition not in CONDITIONS:
+            p.append(f"--condition {self.condition!r} is not one of {', '.join(CONDITIONS)}")
+        if self.plugin not in PLUGINS:
+            p.append(f"--plugin {self.plugin!r} is not one of {', '.join(PLUGINS)}")
+        if self.precision not in PRECISIONS:
+            p.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.sp not in SP_MODES:
+            p.append(f"--sp {self.sp!r} is not one of {', '.join(SP_MODES)}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            p.append(f"--prediction {self.prediction_type!r} is not epsilon or v_prediction")
+        for name, value in (("--batch-size", self.batch_size), ("--steps", self.steps),
+                            ("--ckpt-every", self.ckpt_every), ("--keep", self.keep), ("--sp-size", self.sp_size)):
+            if value < 1:
+                p.append(f"{name} {value} must be at least 1")
+        if self.lr <= 0:
+            p.append(f"--lr {self.lr} must be positive")
+        if not 0 <= self.ema_decay < 1:
+            p.append(f"--ema-decay {self.ema_decay} must be in [0, 1)")
+        if not 0 <= self.cfg_dropout < 1:
+            p.append(f"--cfg-dropout {self.cfg_dropout} must be in [0, 1)")
+        if self.warmup_steps < 0 or self.num_workers < 0 or self.grad_clip < 0:
+            p.append("--warmup-steps, --num-workers and --grad-clip must not be negative")
+        collect(p)
+
+    def to_dict(self) -> dict:
+        """Plain dict (saved with the run and every checkpoint)."""
+        return asdict(self)

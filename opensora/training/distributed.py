@@ -1,0 +1,79 @@
+"""Process-group start-up (gloo on CPU, nccl on GPU) through Colossal-AI, and its quiet import."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence import-time warnings and prints of Colossal-AI and bitsandbytes (apex, tensornvme, gemm_4bit)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for name in ("bitsandbytes", "colossalai"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+
+
+def import_colossalai():
+    """Import colossalai (seconds, noisy) only where training needs it."""
+    with quiet():
+        import colossalai
+        from colossalai.booster import Booster  # noqa: F401
+    return colossalai
+
+
+@dataclass
+class DistEnv:
+    """Where this process sits."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
+    """Join the torchrun job described by the environment, or start a 1-process group."""
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if "MASTER_ADDR" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+                          LOCAL_RANK="0")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        import_colossalai()
+        from colossalai.accelerator import get_accelerator  # noqa: F401  (registers the device type)
+
+        # colossalai.launch would init with its default (30 min) timeout; a short one keeps a dead
+        # peer from hanging the others, so we create the group ourselves first and it reuses it.
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return DistEnv(rank, world, local_rank, dev, backend)
+
+
+def shutdown() -> None:
+    """Leave the process group if one is active."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,38 @@
+"""`--nproc N`: start N local worker processes through torchrun's machinery (torch.distributed.launcher)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import uuid
+
+from opensora.errors import OpenSoraError
+
+
+def under_torchrun() -> bool:
+    """True inside a worker started by torchrun (or by `launch_local`)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> None:
+    """Run `opensora ARGV` in `nproc` local processes; if one dies the agent stops the others."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=monitor_interval,
+        rdzv_configs={"timeout": 120}, start_method="spawn",
+    )
+    # The agent logs each worker's exit at warning/error level; our one-line error says it better.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    entry = [sys.executable, "-c", "from opensora_cli.main import run; run()", *argv]
+    try:
+        elastic_launch(config, entrypoint=entry[0])(*entry[1:])
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        how = (f"signal {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
+               else f"exit code {failure.exitcode}")
+        raise OpenSoraError(f"rank {rank} of {nproc} failed ({how}); the other ranks were stopped") from None

@@ -1,0 +1,306 @@
+"""The training loop: Colossal-AI booster, bucketed data, EMA, exact-resume checkpoints, logs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from opensora.checkpoint import checkpoints_of, save_model_dir
+from opensora.compression import compressor_from_spec
+from opensora.data.dataset import EncodedDataset
+from opensora.devices import resolve_dtype
+from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
+from opensora.errors import UserError
+from opensora.parallel.dims import ParallelDims
+from opensora.progress import ProgressEvent, ProgressFn, no_progress
+from opensora.training.config import TrainConfig
+from opensora.training.data import DataPosition, make_loader
+from opensora.training.distributed import DistEnv, init_distributed, quiet
+from opensora.training.plugins import clips_itself, make_plugin
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass
+class TrainSummary:
+    """What a run did."""
+
+    run_dir: Path
+    start_step: int
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    samples_per_s: float = 0.0
+    last_checkpoint: Path | None = None
+    world_size: int = 1
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from: None, the newest of `run_dir` ("auto"), or a given one."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        ckpts = checkpoints_of(run_dir) if run_dir.is_dir() else []
+        return ckpts[-1] if ckpts else None
+    p = Path(resume)
+    if not (p / "trainer_state.json").exists():
+        raise UserError(f"--resume {resume}: not a training checkpoint (no trainer_state.json); pass RUN/ckpt-N or auto")
+    return p
+
+
+def _lr_lambda(warmup: int):
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+class Trainer:
+    """One training run on this process's rank."""
+
+    def __init__(self, cfg: TrainConfig, progress: ProgressFn = no_progress):
+        cfg.validate()
+        self.cfg, self.progress = cfg, progress
+        self.env: DistEnv = init_distributed(cfg.device, cfg.pg_timeout)
+        self.is_main = self.env.rank == 0
+        self.dims = ParallelDims(self.env.world_size, cfg.sp_size, cfg.sp, self.env.rank)
+        self.dims.build_groups()
+        self.run_dir = Path(cfg.run_dir)
+        if cfg.batch_size % self.dims.dp_size:
+            raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the data-parallel size "
+                            f"{self.dims.dp_size} (world {self.env.world_size} / sp {cfg.sp_size})")
+        self.per_rank_batch = cfg.batch_size // self.dims.dp_size
+        self.dtype = resolve_dtype(cfg.precision, self.env.device)
+
+    def _broadcast(self, obj):
+        objs = [obj]
+        dist.broadcast_object_list(objs, src=0)
+        return objs[0]
+
+    def setup(self) -> None:
+        """Data, model, EMA, optimizer, booster; then resume if asked."""
+        cfg, dev = self.cfg, self.env.device
+        self.data = EncodedDataset(Path(cfg.data))
+        manifest = self.data.manifest
+        self.compressor = compressor_from_spec(manifest["compression"], device=str(dev))
+        text = manifest["text_encoder"]
+        self.resume_from = resolve_resume(cfg.resume, self.run_dir)
+        torch.manual_seed(cfg.seed)
+        from opensora.models.dit import VideoDiT
+        from opensora.models.presets import create_model
+
+        if self.resume_from is not None:
+            model = VideoDiT.from_pretrained(self.resume_from / "model", torch_dtype=torch.float32)
+            ema = VideoDiT.from_pretrained(self.resume_from / "ema", torch_dtype=torch.float32)
+        else:
+            model = create_model(cfg.model, self.compressor.latent_channels, cfg.condition, text["dim"],
+                                 text["max_length"], cfg.temporal_patch)
+            ema = copy.deepcopy(model)
+        self._check_compatible(model, manifest)
+        if cfg.grad_checkpoint:
+            model.enable_gradient_checkpointing()
+        if self.dims.sp_enabled:
+            from opensora.parallel.parallelize import apply_sequence_parallel
+
+            apply_sequence_parallel(model, self.dims)
+        self.ema = ema.to(dev).requires_grad_(False).eval()
+        self.diffusion = DiffusionConfig(prediction_type=cfg.prediction_type, cfg_dropout=cfg.cfg_dropout)
+        self.scheduler = train_scheduler(self.diffusion)
+        optimizer = self._optimizer(model)
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps))
+        with quiet():
+            from colossalai.booster import Booster
+
+            self.plugin = make_plugin(cfg.plugin, PRECISION_NAMES[self.dtype], dev, cfg.grad_clip)
+            self.booster = Booster(plugin=self.plugin)
+            self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(
+                model.to(dev), optimizer, lr_scheduler=lr_scheduler)
+        self.step, self.position = 0, DataPosition()
+        self.gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.dims.dp_rank)
+        if self.resume_from is not None:
+            self._load_state(self.resume_from)
+
+    def _optimizer(self, model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.env.device.type == "cuda":
+            try:
+                with quiet():
+                    from colossalai.nn.optimizer import HybridAdam
+                return HybridAdam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            except Exception:  # no CUDA kernels built: fall back to torch's fused AdamW
+                pass
+        # HybridAdam/CPUAdam need CUDA-built kernels; on the CPU torch's AdamW is the one that works.
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def _check_compatible(self, model, manifest: dict) -> None:
+        mc = model.config
+        problems = []
+        if mc.in_channels != self.compressor.latent_channels:
+            problems.append(f"the model takes {mc.in_channels} latent channels but --data {self.cfg.data} has "
+                            f"{self.compressor.latent_channels} ({manifest['compression']['name']})")
+        text = manifest["text_encoder"]
+        if mc.text_dim != text["dim"] or mc.text_len != text["max_length"]:
+            problems.append(f"the model expects text features {mc.text_len}x{mc.text_dim} but the dataset has "
+                            f"{text['max_length']}x{text['dim']} ({text['path']})")
+        if problems:
+            raise UserError("; ".join(problems) + "; encode the data with the model's settings or train a new model")
+
+    # ---------------------------------------------------------------- checkpoints
+    def _meta(self) -> dict:
+        m = self.data.manifest
+        return {"format": "opensora-checkpoint", "model_name": self.cfg.model, "step": self.step,
+                "compression": m["compression"], "text_encoder": m["text_encoder"], "stride": m["stride"],
+                "diffusion": self.diffusion.to_dict(), "train_config": self.cfg.to_dict(),
+                "world_size": self.env.world_size}
+
+    def save_checkpoint(self) -> Path:
+        """Write RUN/ckpt-NNNNNNN atomically (every rank takes part); prune to --keep."""
+        final = self.run_dir / f"ckpt-{self.step:07d}"
+        tmp = self.run_dir / f".ckpt-{self.step:07d}.tmp"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        if self.is_main:
+            save_model_dir(tmp, self.model.unwrap(), self._meta(), ema=self.ema)
+        # TorchDDPPlugin cannot load its own sharded optimizer files on the CPU: save those whole.
+        self.booster.save_optimizer(self.optimizer, str(tmp / "optimizer"), shard=self.cfg.plugin != "ddp")
+        from safetensors.torch import save_file
+
+        rng = {"loss_generator": self.gen.get_state(), "torch_cpu": torch.get_rng_state()}
+        if self.env.device.type == "cuda":
+            rng["torch_cuda"] = torch.cuda.get_rng_state(self.env.device)
+        save_file(rng, tmp / f"rng-rank{self.env.rank:05d}.safetensors")
+        dist.barrier()
+        if self.is_main:
+            sched = {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+            state = {"step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
+                     "world_size": self.env.world_size, "dp_size": self.dims.dp_size, "sp_size": self.dims.sp_size,
+                     "lr_scheduler": sched, "seed": self.cfg.seed}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # the checkpoint appears whole, or the previous one stays the newest
+            for old in checkpoints_of(self.run_dir)[: -self.cfg.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+        return final
+
+    def _load_state(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size):
+            raise UserError(f"--resume {ckpt} was saved by {state['world_size']} processes (sp {state['sp_size']}); "
+                            f"resume with the same --nproc/--sp-size to continue exactly")
+        self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
+        self.lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None]})
+        self.step = state["step"]
+        self.position = DataPosition(state["epoch"], state["batch"])
+        rng = load_file(ckpt / f"rng-rank{self.env.rank:05d}.safetensors")
+        self.gen.set_state(rng["loss_generator"])
+        torch.set_rng_state(rng["torch_cpu"])
+        if "torch_cuda" in rng and self.env.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["torch_cuda"], self.env.device)
+
+    # ---------------------------------------------------------------- loop
+    def _batches(self):
+        while True:
+            loader = make_loader(self.data, self.per_rank_batch, self.dims.dp_rank, self.dims.dp_size,
+                                 self.cfg.seed, self.position, self.cfg.num_workers)
+            for batch in loader:
+                self.position.batch += 1
+                yield batch
+            self.position = DataPosition(self.position.epoch + 1, 0)
+
+    def train(self) -> TrainSummary:
+        """Run until --steps, checkpointing every --ckpt-every and at the end."""
+        cfg, dev = self.cfg, self.env.device
+        summary = TrainSummary(self.run_dir, self.step, cfg.steps, world_size=self.env.world_size)
+        metrics = self.run_dir / "metrics.jsonl"
+        writer = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            _truncate_metrics(metrics, self.step)  # steps after the checkpoint are redone
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+        params = [p for p in self.model.unwrap().parameters() if p.requires_grad]
+        ema_params = [p for p in self.ema.parameters()]
+        self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps"))
+        t_start, n_samples = time.perf_counter(), 0
+        batches = self._batches()
+        self.model.train()
+        while self.step < cfg.steps:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            x0 = self.compressor.to_diffusion(batch["video"].to(dev))
+            loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
+                                  self.diffusion, self.scheduler, self.gen)
+            self.booster.backward(loss, self.optimizer)
+            if cfg.grad_clip > 0 and not clips_itself(cfg.plugin):
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            else:
+                grad_norm = float("nan")
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.lr_scheduler.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - cfg.ema_decay)
+            self.step += 1
+            logged = loss.detach().float().clone()
+            dist.all_reduce(logged)
+            logged = logged.item() / self.env.world_size
+            if not math.isfinite(logged):
+                raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
+            dt = time.perf_counter() - t0
+            n_samples += cfg.batch_size
+            summary.losses.append(logged)
+            if self.is_main:
+                lr = self.lr_scheduler.get_last_lr()[0]
+                rec = {"step": self.step, "loss": logged, "lr": lr, "grad_norm": grad_norm,
+                       "samples_per_s": cfg.batch_size / dt}
+                with open(metrics, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                for k, v in rec.items():
+                    if k != "step":
+                        writer.add_scalar(f"train/{k}", v, self.step)
+                self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps",
+                                            info={"loss": logged, "samples/s": cfg.batch_size / dt}))
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                summary.last_checkpoint = self.save_checkpoint()
+        summary.samples_per_s = n_samples / max(time.perf_counter() - t_start, 1e-9)
+        if writer is not None:
+            writer.close()
+        return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(x + "\n" for x in keep))
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
+    """Train on this rank (all ranks of a torchrun job call this); returns the run's summary."""
+    trainer = Trainer(cfg, progress)
+    if trainer.env.world_size > 1:  # every rank must use rank 0's run directory
+        trainer.run_dir = Path(trainer._broadcast(str(trainer.run_dir)))
+        trainer.cfg.run_dir = str(trainer.run_dir)
+    trainer.setup()
+    return trainer.train()

@@ -1,0 +1,159 @@
+"""`opensora train`: DiT training through Colossal-AI, on one process or many."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from opensora.errors import UserError
+from opensora_cli.render import console, progress_bars, table
+from opensora_cli.settings import Settings
+
+
+def newest_dataset(home: Path) -> Path | None:
+    """The most recently finished dataset under HOME/datasets."""
+    from opensora.data.dataset import is_dataset
+
+    root = home / "datasets"
+    if not root.is_dir():
+        return None
+    done = [d for d in root.iterdir() if is_dataset(d) and '"complete": true' in (d / "manifest.json").read_text()]
+    return max(done, key=lambda d: (d / "manifest.json").stat().st_mtime) if done else None
+
+
+def newest_run(home: Path) -> Path | None:
+    """The most recently modified run directory under HOME/runs."""
+    root = home / "runs"
+    runs = [r for r in root.iterdir() if r.is_dir()] if root.is_dir() else []
+    return max(runs, key=lambda r: r.stat().st_mtime) if runs else None
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset [default: the newest under HOME/datasets].")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
+    condition: Annotated[str | None, typer.Option("--condition", help="adaln | cross-attn | token-concat.")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", help="Colossal-AI plugin: ddp | zero2 | gemini | hybrid.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train to.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps (and at the end).")] = None,
+    keep: Annotated[int | None, typer.Option("--keep", help="Keep the last N checkpoints.")] = None,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay of the weights.")] = 0.9999,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
+    grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and noise.")] = 42,
+    sp: Annotated[str, typer.Option("--sp", help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
+    sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence [default: all when --sp is set].")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", help="Start N local processes (torchrun's machinery).")] = 1,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loading workers per process.")] = 2,
+    prediction: Annotated[str, typer.Option("--prediction", help="epsilon | v_prediction.")] = "epsilon",
+    cfg_dropout: Annotated[float, typer.Option("--cfg-dropout", help="Probability of training on the null text.")] = 0.1,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory [default: HOME/runs/TIME-MODEL].")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Train a video DiT on an encoded dataset through Colossal-AI's Booster.
+
+    Runs on one process, on --nproc N local processes, or under torchrun on many nodes
+    (the same command). Checkpoints go to RUN/ckpt-NNNNNNN; --resume auto continues exactly.
+
+    [bold]Examples[/bold]
+      opensora train --data out/ --model DiT/S-2 --steps 2000
+      opensora train --model DiT/XL-2 --sp ulysses --nproc 8
+      torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m opensora_cli train --model DiT/XL-2
+    """
+    from opensora.training.config import TrainConfig
+    from opensora.training.launch import launch_local, under_torchrun
+
+    s: Settings = ctx.obj
+    worker = under_torchrun()
+    if data is None:
+        data = newest_dataset(s.home)
+        if data is None:
+            raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
+                            "run `opensora data encode` first or pass --data")
+        if not worker:
+            console.print(f"data: {data} (the newest encoded dataset; pass --data to choose)")
+    name = s.get("train.model", model)
+    if run_dir is None:
+        if resume == "auto" and newest_run(s.home) is not None:
+            run_dir = newest_run(s.home)
+        else:
+            run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
+        if not worker:
+            console.print(f"run: {run_dir}")
+    if nproc > 1 and not worker:
+        argv = _without(_without(_without(_argv(), "--nproc"), "--run-dir"), "--data")
+        launch_local(nproc, [*argv, "--run-dir", str(run_dir), "--data", str(data)])
+        _print_summary_from_disk(run_dir)
+        return
+    cfg = TrainConfig(
+        data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
+        plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
+        batch_size=s.get("train.batch_size", batch_size), lr=s.get("train.lr", lr), warmup_steps=warmup_steps,
+        steps=s.get("train.steps", steps), ckpt_every=s.get("train.ckpt_every", ckpt_every),
+        keep=s.get("train.keep", keep), ema_decay=ema_decay, grad_clip=grad_clip, grad_checkpoint=grad_checkpoint,
+        seed=seed, sp=sp, sp_size=sp_size or (1 if sp == "none" else 0), num_workers=num_workers,
+        prediction_type=prediction, cfg_dropout=cfg_dropout, resume=resume, device=device,
+    )
+    if cfg.sp_size == 0:  # --sp without --sp-size: every rank holds a piece of each sequence
+        cfg.sp_size = int(os.environ.get("WORLD_SIZE", 1))
+    from opensora.training.trainer import train as run_training
+
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    if main_rank:
+        with progress_bars() as progress:
+            r = run_training(cfg, progress)
+        _print_summary(r)
+    else:
+        run_training(cfg)
+
+
+def _argv() -> list[str]:
+    # The CLI's own argv (after "opensora"), as given to main(); kept by main() for re-launching.
+    from opensora_cli import main as m
+
+    return list(m.CURRENT_ARGV)
+
+
+def _print_summary(r) -> None:
+    rows = [("run", r.run_dir), ("steps", f"{r.start_step} -> {r.steps}"), ("processes", r.world_size),
+            ("first loss", f"{r.losses[0]:.4f}" if r.losses else "-"),
+            ("last loss", f"{r.losses[-1]:.4f}" if r.losses else "-"),
+            ("samples/s", f"{r.samples_per_s:.2f}"), ("checkpoint", r.last_checkpoint)]
+    console.print(table("training done", rows))
+    console.print(f"next: opensora sample \"a prompt\" --ckpt {r.last_checkpoint}")
+
+
+def _print_summary_from_disk(run_dir: Path) -> None:
+    import json
+
+    from opensora.checkpoint import checkpoints_of
+
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    ckpts = checkpoints_of(run_dir)
+    rows = [("run", run_dir), ("steps", metrics[-1]["step"] if metrics else 0),
+            ("last loss", f"{metrics[-1]['loss']:.4f}" if metrics else "-"),
+            ("checkpoint", ckpts[-1] if ckpts else "-")]
+    console.print(table("training done", rows))
+    if ckpts:
+        console.print(f"next: opensora sample \"a prompt\" --ckpt {ckpts[-1]}")

@@ -1,0 +1,114 @@
+"""`opensora train` for real: Colossal-AI booster on gloo, 1 and 2 processes, kill -9 and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import run_opensora
+
+TRAIN = ["train", "--model", "DiT/T-2", "--batch-size", "4", "--num-workers", "0", "--lr", "2e-3"]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+
+
+def _popen(args: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from opensora_cli.main import run; run()", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_two_processes_train_and_loss_falls(tmp_path, encoded_dataset):
+    run = tmp_path / "run"
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "30", "--ckpt-every", "30",
+                     "--nproc", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = _losses(run)
+    assert len(losses) == 30 and all(map(lambda v: v == v and abs(v) < 1e3, losses))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.8, losses
+    ckpt = run / "ckpt-0000030"
+    assert (ckpt / "model" / "config.json").exists() and (ckpt / "ema").is_dir()
+    assert json.loads((ckpt / "trainer_state.json").read_text())["world_size"] == 2
+    assert (run / "tensorboard").is_dir() and json.loads((run / "config.json").read_text())["steps"] == 30
+    info = json.loads(run_opensora("inspect", ckpt, "--json").stdout)
+    assert info["kind"] == "checkpoint" and info["step"] == 30 and info["ema"] is True
+    assert info["model"] == "DiT/T-2" and info["condition"] == "cross-attn" and info["compression"] == "raw"
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_kill_9_and_resume_matches_uninterrupted(tmp_path, encoded_dataset, nproc):
+    args = [*TRAIN, "--data", encoded_dataset, "--steps", "8", "--ckpt-every", "3", "--nproc", str(nproc),
+            "--condition", "adaln"]
+    full = tmp_path / "full"
+    r = run_opensora(*args, "--run-dir", full)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cut = tmp_path / "cut"
+    proc = _popen([*args, "--run-dir", cut])
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "ckpt-0000003").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank, mid-run
+    proc.wait()
+    assert (cut / "ckpt-0000003").exists() and not (cut / "ckpt-0000008").exists()
+    r = run_opensora(*args, "--run-dir", cut, "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _losses(cut) == _losses(full)  # step for step, bit for bit
+
+
+def test_one_rank_dying_stops_the_others(tmp_path, encoded_dataset):
+    run = tmp_path / "run"
+    proc = _popen([*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "100000", "--nproc", "2"])
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text()):
+        time.sleep(0.1)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "train" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    workers[-1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.time() - t0 < 60
+    assert proc.returncode == 1 and "failed" in err and "SIGKILL" in err
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+def test_plugins_that_cannot_run_here_are_one_line(tmp_path, encoded_dataset):
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "r", "--steps", "1", "--plugin", "zero2")
+    assert r.returncode == 2 and "--plugin zero2 needs a CUDA GPU" in r.stderr and "hybrid" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--steps", "0", "--condition", "film", "--run-dir", tmp_path / "r")
+    assert r.returncode == 2 and "--steps 0" in r.stderr and "--condition 'film'" in r.stderr
+
+
+def test_ddp_plugin_trains_and_resumes(tmp_path, encoded_dataset):
+    args = [*TRAIN, "--data", encoded_dataset, "--plugin", "ddp", "--ckpt-every", "2", "--run-dir", tmp_path / "r"]
+    assert run_opensora(*args, "--steps", "2").returncode == 0
+    r = run_opensora(*args, "--steps", "4", "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(_losses(tmp_path / "r")) == 4
+
+
+def test_channel_mismatch_is_one_line_before_any_step(tmp_path, encoded_dataset, tiny_sdvae, tiny_text_encoder):
+    run = tmp_path / "r"
+    assert run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "1").returncode == 0
+    vids = encoded_dataset.parent / "videos"
+    sd = tmp_path / "sd"
+    r = run_opensora("data", "encode", "-c", encoded_dataset.parent / "captions.json", "-v", vids, "-o", sd,
+                     "--compression", "sdvae", "--vae", tiny_sdvae, "--text-encoder", tiny_text_encoder,
+                     "--num-workers", "0")
+    assert r.returncode == 0, r.stderr
+    r = run_opensora(*TRAIN, "--data", sd, "--run-dir", run, "--steps", "2", "--resume", "auto")
+    assert r.returncode == 2 and "latent channels" in r.stderr and "Traceback" not in r.stderr
+    assert len(_losses(run)) == 1
