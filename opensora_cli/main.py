@@ -10,7 +10,7 @@ import typer
 
 from opensora import __version__
 from opensora.errors import OpenSoraError
-from opensora_cli import config_cmd, data_cmd, inspect_cmd, train_cmd
+from opensora_cli import config_cmd, data_cmd, inspect_cmd, sample_cmd, train_cmd
 from opensora_cli.render import error_line
 from opensora_cli.settings import Settings
 
@@ -26,6 +26,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("train")(train_cmd.train)
+app.command("sample")(sample_cmd.sample)
 
 # The argv of the running command, for commands that re-launch themselves (train --nproc).
 CURRENT_ARGV: list[str] = []

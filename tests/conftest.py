@@ -139,3 +139,13 @@ def encoded_dataset(tmp_path_factory, tiny_text_encoder) -> Path:
                  "--text-encoder", str(tiny_text_encoder), "--num-workers", "0"])
     assert code == 0
     return d / "ds"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, encoded_dataset) -> Path:
+    """A tiny DiT trained for a few steps through the real CLI (one process)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    r = run_opensora("train", "--data", encoded_dataset, "--model", "DiT/T-2", "--steps", "4", "--ckpt-every", "4",
+                     "--batch-size", "4", "--num-workers", "0", "--run-dir", run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run / "ckpt-0000004"

@@ -48,14 +48,7 @@ class VideoCompressor(ABC):
 
     def check_video_size(self, frames: int, height: int, width: int, option_names=("--frames", "--height", "--width")) -> None:
         """Raise a UserError naming each size that is not a multiple of the stride, with the nearest valid ones."""
-        problems = []
-        for value, s, opt in zip((frames, height, width), self.stride, option_names):
-            if value <= 0 or value % s:
-                lo, hi = max(s, value // s * s), (value // s + 1) * s
-                near = f"{lo} or {hi}" if lo != hi else str(hi)
-                problems.append(f"{opt} {value} is not a multiple of {s} for {self.name} compression (try {near})")
-        if problems:
-            raise UserError("; ".join(problems))
+        check_multiples((frames, height, width), self.stride, option_names, f"{self.name} compression")
 
     @abstractmethod
     def encode(self, videos: list[np.ndarray]) -> list[np.ndarray]:
@@ -80,6 +73,18 @@ class VideoCompressor(ABC):
     def decode_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         """Diffusion tensors straight to uint8 videos."""
         return self.decode(self.from_diffusion(x))
+
+
+def check_multiples(values, stride, option_names, what: str) -> None:
+    """A UserError for every value that is not a positive multiple of its stride, suggesting the nearest."""
+    problems = []
+    for value, s, opt in zip(values, stride, option_names):
+        if value <= 0 or value % s:
+            lo, hi = max(s, value // s * s), (value // s + 1) * s
+            near = f"{lo} or {hi}" if lo != hi else str(hi)
+            problems.append(f"{opt} {value} is not a multiple of {s} for {what} (try {near})")
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def frames_to_float(video: torch.Tensor) -> torch.Tensor:

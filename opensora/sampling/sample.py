@@ -1,0 +1,149 @@
+"""Text to video: load a checkpoint, denoise, decode through the training compression, write mp4s."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from opensora.checkpoint import load_model
+from opensora.compression import compressor_from_spec
+from opensora.data.video import write_video
+from opensora.devices import resolve_device, resolve_dtype
+from opensora.diffusion.gaussian import DiffusionConfig, sample_latents
+from opensora.errors import UserError
+from opensora.fsutil import write_json_atomic
+from opensora.progress import ProgressEvent, ProgressFn, no_progress
+
+
+@dataclass
+class SampleConfig:
+    """What to generate and how; the CLI fills it from flags and the user config."""
+
+    prompts: list[str]
+    ckpt: str
+    height: int = 256
+    width: int = 256
+    fps: float = 8.0
+    sec: float | None = 2.0
+    frames: int | None = None
+    steps: int = 50
+    sampler: str = "ddim"
+    cfg_scale: float = 4.0
+    disable_cfg: bool = False
+    seed: int = 0
+    num_samples: int = 1
+    ema: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
+    out: str = "sample.mp4"
+    preview: bool = False
+    model: str | None = None  # only to check the checkpoint's preset
+
+    def num_frames(self) -> int:
+        """--frames, or --sec x --fps."""
+        return self.frames if self.frames is not None else max(1, round((self.sec or 0) * self.fps))
+
+
+@dataclass
+class SampleResult:
+    """One generated video and the files written for it."""
+
+    prompt: str
+    seed: int
+    video: Path
+    sidecar: Path
+    preview: Path | None = None
+    shape: tuple[int, ...] = field(default_factory=tuple)
+
+
+def output_paths(out: str, n: int) -> list[Path]:
+    """`out` itself for one video; out-000.mp4, out-001.mp4, ... for several."""
+    p = Path(out)
+    if p.suffix.lower() != ".mp4":
+        p = p.with_suffix(".mp4")
+    if n == 1:
+        return [p]
+    return [p.with_name(f"{p.stem}-{i:03d}{p.suffix}") for i in range(n)]
+
+
+def contact_sheet(frames: np.ndarray, max_frames: int = 8, cols: int = 4) -> np.ndarray:
+    """A grid of up to `max_frames` evenly spaced frames (H', W', 3) uint8."""
+    t = frames.shape[0]
+    idx = np.linspace(0, t - 1, min(t, max_frames)).round().astype(int)
+    picks = frames[idx]
+    cols = min(cols, len(picks))
+    rows = math.ceil(len(picks) / cols)
+    h, w = picks.shape[1:3]
+    sheet = np.full((rows * h + (rows - 1) * 2, cols * w + (cols - 1) * 2, 3), 255, np.uint8)
+    for k, f in enumerate(picks):
+        r, c = divmod(k, cols)
+        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = f
+    return sheet
+
+
+def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The latent (T', H', W') for the requested video; a UserError suggesting valid sizes otherwise."""
+    from opensora.compression.base import check_multiples
+
+    stride = tuple(s * p for s, p in zip(compressor.stride, patch))  # compression stride x model patch
+    frames = cfg.num_frames()
+    opts = ("--frames" if cfg.frames is not None else f"--sec {cfg.sec} x --fps {cfg.fps} =", "--height", "--width")
+    check_multiples((frames, cfg.height, cfg.width), stride, opts, f"{compressor.name} compression with patch {patch}")
+    return compressor.latent_thw(frames, cfg.height, cfg.width)
+
+
+def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list[SampleResult]:
+    """Generate `num_samples` videos per prompt; write mp4 + JSON sidecar (+ PNG preview)."""
+    from opensora.text.clip import TextEncoder
+
+    if not cfg.prompts:
+        raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.precision, device)
+    model, meta = load_model(Path(cfg.ckpt), ema=cfg.ema, device=device, dtype=dtype)
+    if cfg.model and cfg.model != meta.get("model_name"):
+        raise UserError(f"--model {cfg.model} does not match the checkpoint's {meta.get('model_name')}; "
+                        "drop --model or pass the right --ckpt")
+    compressor = compressor_from_spec(meta["compression"], device=str(device))
+    latent = check_size(cfg, compressor, tuple(model.config.patch_size))
+    text_encoder = TextEncoder(meta["text_encoder"]["path"], device=device)
+    feats, lengths = text_encoder.encode(cfg.prompts)
+    diffusion = DiffusionConfig(**{k: v for k, v in meta["diffusion"].items()})
+    jobs = [(p, i, cfg.seed + k * cfg.num_samples + i) for k, p in enumerate(cfg.prompts) for i in range(cfg.num_samples)]
+    paths = output_paths(cfg.out, len(jobs))
+    shape = (1, compressor.latent_channels, *latent)
+    results = []
+    for n, ((prompt, _, seed), path) in enumerate(zip(jobs, paths)):
+        k = cfg.prompts.index(prompt)
+        text = torch.from_numpy(feats[k : k + 1])
+        mask = torch.arange(text.shape[1])[None] < int(lengths[k])
+
+        def step_progress(ev: ProgressEvent, n=n) -> None:
+            progress(ProgressEvent("denoise", n * cfg.steps + ev.completed, len(jobs) * cfg.steps, unit="steps"))
+
+        x0 = sample_latents(model, shape, text, mask, diffusion, steps=cfg.steps, sampler=cfg.sampler,
+                            cfg_scale=cfg.cfg_scale, disable_cfg=cfg.disable_cfg,
+                            generator=torch.Generator().manual_seed(seed), progress=step_progress)
+        frames = compressor.decode_diffusion(x0)[0].cpu().numpy()  # (T, H, W, 3) uint8
+        write_video(path, frames, cfg.fps)
+        preview = None
+        if cfg.preview:
+            from PIL import Image
+
+            preview = path.with_suffix(".png")
+            Image.fromarray(contact_sheet(frames)).save(preview)
+        sidecar = path.with_suffix(".json")
+        write_json_atomic(sidecar, {
+            "prompt": prompt, "seed": seed, "steps": cfg.steps, "sampler": cfg.sampler,
+            "cfg_scale": None if cfg.disable_cfg else cfg.cfg_scale, "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "weights": meta["weights"], "step": meta.get("step"), "model": meta.get("model_name"),
+            "height": cfg.height, "width": cfg.width, "frames": int(frames.shape[0]), "fps": cfg.fps,
+            "precision": cfg.precision, "device": str(device), "video": path.name,
+            "command": {k: v for k, v in asdict(cfg).items() if k not in ("prompts", "out")},
+        })
+        results.append(SampleResult(prompt, seed, path, sidecar, preview, tuple(frames.shape)))
+    return results

@@ -1,0 +1,71 @@
+"""`opensora sample`: text to mp4 from a trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from opensora.errors import UserError
+from opensora_cli.render import console, progress_bars, table
+from opensora_cli.settings import Settings
+
+
+def sample(
+    ctx: typer.Context,
+    prompts: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="A file with one prompt a line.")] = None,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="Checkpoint or model dir [default: newest of the newest run].")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Check the checkpoint is this preset.")] = None,
+    height: Annotated[int, typer.Option("--height", help="Video height in pixels.")] = 256,
+    width: Annotated[int, typer.Option("--width", help="Video width in pixels.")] = 256,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second.")] = 8.0,
+    sec: Annotated[float, typer.Option("--sec", help="Length in seconds (frames = sec x fps).")] = 2.0,
+    frames: Annotated[int | None, typer.Option("--frames", help="Length in frames (instead of --sec).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="ddim | dpm.")] = None,
+    cfg_scale: Annotated[float | None, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = None,
+    disable_cfg: Annotated[bool, typer.Option("--disable-cfg", help="One forward per step, no guidance.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Noise seed (sample i of prompt k uses seed + k*n + i).")] = 0,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Videos per prompt.")] = 1,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights when present.")] = True,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | auto.")] = "fp32",
+    out: Annotated[str, typer.Option("--out", "-o", help="Output mp4 (numbered when several).")] = "sample.mp4",
+    preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG contact sheet.")] = False,
+) -> None:
+    """Generate videos from text with a trained checkpoint; writes mp4 + JSON sidecar.
+
+    [bold]Examples[/bold]
+      opensora sample "a person walking" --sec 5
+      opensora sample "a red circle moving left" --ckpt RUN/ckpt-0002000 --height 64 --width 64 --preview
+    """
+    from opensora.checkpoint import newest_checkpoint
+    from opensora.sampling.sample import SampleConfig, sample_videos
+
+    s: Settings = ctx.obj
+    texts = list(prompts or [])
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise UserError(f"--prompts {prompts_file}: no such file; pass a text file with one prompt a line")
+        texts += [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+    if ckpt is None:
+        configured = s.get("sample.ckpt")
+        ckpt = Path(configured) if configured else newest_checkpoint(s.home / "runs")
+        if ckpt is None:
+            raise UserError(f"no --ckpt given and no checkpoint under {s.home / 'runs'}; "
+                            "train one with `opensora train` or pass --ckpt")
+        console.print(f"checkpoint: {ckpt} ({'from the config file' if configured else 'the newest run'})")
+    cfg = SampleConfig(
+        prompts=texts, ckpt=str(ckpt), height=height, width=width, fps=fps, sec=sec, frames=frames,
+        steps=s.get("sample.steps", steps), sampler=s.get("sample.sampler", sampler),
+        cfg_scale=s.get("sample.cfg_scale", cfg_scale), disable_cfg=disable_cfg, seed=seed, num_samples=num_samples,
+        ema=ema, device=s.get("sample.device", device), precision=precision, out=out, preview=preview, model=model,
+    )
+    with progress_bars() as progress:
+        results = sample_videos(cfg, progress)
+    rows = [(escape(r.prompt), r.seed, "x".join(map(str, r.shape[:3])), r.video,
+             r.preview or "-") for r in results]
+    console.print(table("samples", rows, ("prompt", "seed", "TxHxW", "video", "preview")))
