@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,8 @@ def sample(
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | auto.")] = "fp32",
     out: Annotated[str, typer.Option("--out", "-o", help="Output mp4 (numbered when several).")] = "sample.mp4",
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG contact sheet.")] = False,
+    sp: Annotated[str, typer.Option("--sp", help="Sequence parallelism over --nproc ranks: none | ulysses | fastseq.")] = "none",
+    nproc: Annotated[int, typer.Option("--nproc", help="Local processes (with --sp).")] = 1,
 ) -> None:
     """Generate videos from text with a trained checkpoint; writes mp4 + JSON sidecar.
 
@@ -44,6 +47,7 @@ def sample(
     """
     from opensora.checkpoint import newest_checkpoint
     from opensora.sampling.sample import SampleConfig, sample_videos
+    from opensora.training.launch import launch_local, under_torchrun
 
     s: Settings = ctx.obj
     texts = list(prompts or [])
@@ -58,12 +62,24 @@ def sample(
             raise UserError(f"no --ckpt given and no checkpoint under {s.home / 'runs'}; "
                             "train one with `opensora train` or pass --ckpt")
         console.print(f"checkpoint: {ckpt} ({'from the config file' if configured else 'the newest run'})")
+    if nproc > 1 and not under_torchrun():
+        if sp == "none":
+            raise UserError("--nproc needs --sp ulysses or --sp fastseq (the ranks split each video's sequence)")
+        from opensora_cli.train_cmd import _argv, _without
+
+        launch_local(nproc, [*_without(_without(_argv(), "--nproc"), "--ckpt"), "--ckpt", str(ckpt)])
+        return
+    worker_rank = int(os.environ.get("RANK", 0))
     cfg = SampleConfig(
         prompts=texts, ckpt=str(ckpt), height=height, width=width, fps=fps, sec=sec, frames=frames,
         steps=s.get("sample.steps", steps), sampler=s.get("sample.sampler", sampler),
         cfg_scale=s.get("sample.cfg_scale", cfg_scale), disable_cfg=disable_cfg, seed=seed, num_samples=num_samples,
         ema=ema, device=s.get("sample.device", device), precision=precision, out=out, preview=preview, model=model,
+        sp=sp, sp_size=int(os.environ.get("WORLD_SIZE", 1)),
     )
+    if worker_rank != 0:
+        sample_videos(cfg)
+        return
     with progress_bars() as progress:
         results = sample_videos(cfg, progress)
     rows = [(escape(r.prompt), r.seed, "x".join(map(str, r.shape[:3])), r.video,

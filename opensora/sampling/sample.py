@@ -42,6 +42,8 @@ class SampleConfig:
     out: str = "sample.mp4"
     preview: bool = False
     model: str | None = None  # only to check the checkpoint's preset
+    sp: str = "none"  # sequence parallelism across the ranks of a torchrun job
+    sp_size: int = 1
 
     def num_frames(self) -> int:
         """--frames, or --sec x --fps."""
@@ -105,6 +107,22 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.precision, device)
     model, meta = load_model(Path(cfg.ckpt), ema=cfg.ema, device=device, dtype=dtype)
+    writer = True
+    if cfg.sp != "none":
+        # Every rank of the SP group runs the same loop with the same noise; the sequence is split
+        # inside the model and gathered before unpatchify, so rank 0 holds the whole video.
+        from opensora.parallel.dims import ParallelDims
+        from opensora.parallel.parallelize import apply_sequence_parallel
+        from opensora.training.distributed import init_distributed
+
+        env = init_distributed(str(device))
+        dims = ParallelDims(env.world_size, cfg.sp_size or env.world_size, cfg.sp, env.rank)
+        if dims.dp_size != 1:
+            raise UserError(f"sampling splits one sequence over every rank: --sp-size must equal the {env.world_size} "
+                            "processes")
+        dims.build_groups()
+        apply_sequence_parallel(model, dims)
+        device, writer = env.device, env.rank == 0
     if cfg.model and cfg.model != meta.get("model_name"):
         raise UserError(f"--model {cfg.model} does not match the checkpoint's {meta.get('model_name')}; "
                         "drop --model or pass the right --ckpt")
@@ -128,6 +146,8 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list
         x0 = sample_latents(model, shape, text, mask, diffusion, steps=cfg.steps, sampler=cfg.sampler,
                             cfg_scale=cfg.cfg_scale, disable_cfg=cfg.disable_cfg,
                             generator=torch.Generator().manual_seed(seed), progress=step_progress)
+        if not writer:
+            continue
         frames = compressor.decode_diffusion(x0)[0].cpu().numpy()  # (T, H, W, 3) uint8
         write_video(path, frames, cfg.fps)
         preview = None

@@ -63,11 +63,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        import_colossalai()
-        from colossalai.accelerator import get_accelerator  # noqa: F401  (registers the device type)
-
         # colossalai.launch would init with its default (30 min) timeout; a short one keeps a dead
-        # peer from hanging the others, so we create the group ourselves first and it reuses it.
+        # peer from hanging the others, so we create the group ourselves and Colossal-AI reuses it.
         dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistEnv(rank, world, local_rank, dev, backend)

@@ -1,0 +1,104 @@
+"""Worker bodies for the sequence-parallel tests (module-level so spawn can import them)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from opensora.models.presets import create_model
+from opensora.parallel.dims import ParallelDims
+from opensora.parallel.sequence import sequence_parallelize, theoretical_bytes
+
+TEXT_DIM, TEXT_LEN = 16, 8
+
+
+def _model(condition: str, seed: int = 0):
+    torch.manual_seed(seed)
+    m = create_model("DiT/T-2", 4, condition, TEXT_DIM, TEXT_LEN)
+    with torch.no_grad():  # leave DiT's zero init so outputs and all gradients are non-trivial
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def _inputs(b: int, shape, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 4, *shape, generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    text = torch.randn(b, TEXT_LEN, TEXT_DIM, generator=g)
+    mask = torch.arange(TEXT_LEN)[None] < torch.randint(2, TEXT_LEN + 1, (b, 1), generator=g)
+    target = torch.randn(b, 4, *shape, generator=g)
+    return x, t, text, mask, target
+
+
+def exactness(rank: int, world: int, mode: str, out: str) -> None:
+    """SP forward/backward on `world` ranks vs the same model unsplit, for every conditioning."""
+    report = []
+    group = dist.new_group(list(range(world)))
+    # (1, 6, 6): 9 video tokens (odd); (2, 4, 6): 12; token-concat adds 1 + TEXT_LEN more
+    for condition in ("adaln", "cross-attn", "token-concat"):
+        for shape in ((1, 6, 6), (2, 4, 6)):
+            ref = _model(condition)
+            sp = copy.deepcopy(ref)
+            ctx = sequence_parallelize(sp, mode, group, rank, world)
+            x, t, text, mask, target = _inputs(2, shape, seed=7)
+            y_ref = ref(x, t, text, mask)
+            ((y_ref - target) ** 2).mean().backward()
+            ctx.counter.reset()
+            y_sp = sp(x, t, text, mask)
+            fwd_bytes = dict(ctx.counter.bytes)
+            ((y_sp - target) ** 2).mean().backward()
+            scale = y_ref.abs().max().item()
+            out_err = (y_sp - y_ref).abs().max().item() / scale
+            grad_err = 0.0
+            for (name, p_ref), p_sp in zip(ref.named_parameters(), sp.parameters()):
+                g = p_sp.grad.clone() if p_sp.grad is not None else torch.zeros_like(p_sp)
+                dist.all_reduce(g)
+                g /= world  # what the data-parallel all-reduce of the booster does over the world
+                if p_ref.grad is None:
+                    assert g.abs().max() == 0, name
+                    continue
+                grad_err = max(grad_err, ((g - p_ref.grad).abs().max() / p_ref.grad.abs().max().clamp_min(1e-12)).item())
+            L = (shape[0] * shape[1] * shape[2]) // 4 + (1 + TEXT_LEN if condition == "token-concat" else 0)
+            Lp = L + (-L) % world
+            expect = theoretical_bytes(mode, 2, Lp, sp.config.hidden_size, world, 4)
+            measured = {k[1]: v // len(sp.blocks) for k, v in fwd_bytes.items() if k[1] != "gather_output"}
+            report.append({"condition": condition, "shape": shape, "tokens": L, "out_err": out_err,
+                           "grad_err": grad_err, "bytes": measured, "expected": expect})
+    if rank == 0:
+        Path(out).write_text(json.dumps(report))
+
+
+def dp_sp_equivalence(rank: int, world: int, out: str) -> None:
+    """dp=2 x sp=2 vs dp=4 on 4 ranks, same global batch of 4: same loss and gradients."""
+    results = {}
+    for sp_size, mode in ((1, "none"), (2, "ulysses"), (2, "fastseq")):
+        dims = ParallelDims(world, sp_size, mode, rank)
+        dims.build_groups()
+        model = _model("cross-attn")
+        if dims.sp_enabled:
+            sequence_parallelize(model, mode, dims.sp_group, dims.sp_rank, dims.sp_size)
+        per = 4 // dims.dp_size
+        x, t, text, mask, target = _inputs(4, (1, 6, 6), seed=3)
+        sl = slice(dims.dp_rank * per, (dims.dp_rank + 1) * per)
+        y = model(x[sl], t[sl], text[sl], mask[sl])
+        loss = ((y - target[sl]) ** 2).mean()
+        loss.backward()
+        logged = loss.detach().clone()
+        dist.all_reduce(logged)
+        grads = []
+        for p in model.parameters():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(g)
+            grads.append((g / world).flatten())
+        results[mode] = {"loss": logged.item() / world, "grad": torch.cat(grads)}
+    if rank == 0:
+        base = results["none"]
+        rep = {m: {"loss_diff": abs(r["loss"] - base["loss"]),
+                   "grad_err": ((r["grad"] - base["grad"]).abs().max() / base["grad"].abs().max()).item()}
+               for m, r in results.items()}
+        Path(out).write_text(json.dumps(rep))
