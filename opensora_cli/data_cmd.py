@@ -20,21 +20,38 @@ app = typer.Typer(help="Download, collate and encode video datasets.", no_args_i
 @app.command()
 def download(
     ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="msrvtt (download) or shapes (generated offline).")] = "msrvtt",
     dest: Annotated[Path | None, typer.Option("--dest", "-d", help="Directory to download and extract into.")] = None,
     url: Annotated[str | None, typer.Option("--url", help="Archive URL (zip or tar).")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected SHA-256 of the archive.")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Expected archive size in bytes.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if complete.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="shapes: seed of the generated world.")] = 0,
+    videos_per_combo: Annotated[int, typer.Option("--videos-per-combo", help="shapes: clips per colour x shape x direction.")] = 6,
 ) -> None:
-    """Download MSR-VTT (resumable, checksummed) and extract it safely.
+    """Download MSR-VTT (resumable, checksummed) and extract it safely, or generate the shapes world.
 
     Rerun the same command after an interruption to resume. Without --dest the data goes to
-    HOME/downloads/msrvtt (see `opensora config show`).
+    HOME/downloads/DATASET (see `opensora config show`). `shapes` needs no network: coloured shapes
+    moving left/right/up/down, in MSR-VTT's layout, with some combinations held out (split "test").
 
-    [bold]Example[/bold]: opensora data download --dest ~/data/msrvtt
+    [bold]Examples[/bold]
+      opensora data download --dest ~/data/msrvtt
+      opensora data download shapes --dest ~/data/shapes
     """
     s: Settings = ctx.obj
-    dest = dest or s.home / "downloads" / "msrvtt"
+    if dataset not in ("msrvtt", "shapes"):
+        raise UserError(f"unknown dataset {dataset!r}; choose msrvtt or shapes")
+    dest = dest or s.home / "downloads" / dataset
+    if dataset == "shapes":
+        from opensora.data.shapes import WorldConfig, generate_world
+
+        with progress_bars() as progress:
+            w = generate_world(dest, WorldConfig(seed=seed, videos_per_combo=videos_per_combo), progress)
+        console.print(f"generated {w.videos} videos, {w.captions} captions in {w.root}")
+        console.print(f"held out of training (split test): {', '.join(w.held_out)}")
+        console.print(f"next: opensora data collate -d {dest}")
+        return
     url = s.get("download.url", url) or MSRVTT_URL
     if force:
         remove_partial(dest)

@@ -10,7 +10,7 @@ import typer
 
 from opensora import __version__
 from opensora.errors import OpenSoraError
-from opensora_cli import config_cmd, data_cmd, inspect_cmd, sample_cmd, train_cmd
+from opensora_cli import config_cmd, data_cmd, demo_cmd, inspect_cmd, sample_cmd, train_cmd
 from opensora_cli.render import error_line
 from opensora_cli.settings import Settings
 
@@ -27,6 +27,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("train")(train_cmd.train)
 app.command("sample")(sample_cmd.sample)
+app.command("demo")(demo_cmd.demo)
 
 # The argv of the running command, for commands that re-launch themselves (train --nproc).
 CURRENT_ARGV: list[str] = []
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         rv = app(args=argv, prog_name="opensora", standalone_mode=False)
+        if rv == 130:  # Typer turns Ctrl-C into a returned 130 without a word
+            error_line("interrupted", hint_debug=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return e.exit_code

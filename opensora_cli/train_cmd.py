@@ -54,6 +54,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant | cosine (to 10% at --steps).")] = "constant",
     steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train to.")] = None,
     ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps (and at the end).")] = None,
     keep: Annotated[int | None, typer.Option("--keep", help="Keep the last N checkpoints.")] = None,
@@ -67,6 +68,7 @@ def train(
     num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loading workers per process.")] = 2,
     prediction: Annotated[str, typer.Option("--prediction", help="epsilon | v_prediction.")] = "epsilon",
     cfg_dropout: Annotated[float, typer.Option("--cfg-dropout", help="Probability of training on the null text.")] = 0.1,
+    temporal_patch: Annotated[int, typer.Option("--temporal-patch", help="Frames per patch (spatial patch from --model).")] = 1,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory [default: HOME/runs/TIME-MODEL].")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
@@ -109,11 +111,11 @@ def train(
     cfg = TrainConfig(
         data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
         plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
-        batch_size=s.get("train.batch_size", batch_size), lr=s.get("train.lr", lr), warmup_steps=warmup_steps,
+        batch_size=s.get("train.batch_size", batch_size), lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule,
         steps=s.get("train.steps", steps), ckpt_every=s.get("train.ckpt_every", ckpt_every),
         keep=s.get("train.keep", keep), ema_decay=ema_decay, grad_clip=grad_clip, grad_checkpoint=grad_checkpoint,
         seed=seed, sp=sp, sp_size=sp_size or (1 if sp == "none" else 0), num_workers=num_workers,
-        prediction_type=prediction, cfg_dropout=cfg_dropout, resume=resume, device=device,
+        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume, device=device,
     )
     if cfg.sp_size == 0:  # --sp without --sp-size: every rank holds a piece of each sequence
         cfg.sp_size = int(os.environ.get("WORLD_SIZE", 1))

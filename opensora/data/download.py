@@ -73,7 +73,7 @@ def _fetch(url: str, part: Path, progress: ProgressFn, timeout: float) -> tuple[
         done = start
         progress(ProgressEvent("download", done, total, unit="bytes"))
         with open(part, mode) as f:
-            while chunk := resp.read(CHUNK):
+            while chunk := resp.read1(CHUNK):  # whatever has arrived: smooth progress on slow links
                 f.write(chunk)
                 done += len(chunk)
                 progress(ProgressEvent("download", done, total, unit="bytes"))

@@ -108,8 +108,9 @@ def resolve_video(root: Path, name: str) -> Path:
     """The video `name` inside `root`; absolute paths and paths escaping `root` are refused."""
     if os.path.isabs(name):
         raise VideoError(Path(name), "outside video dir", "absolute paths are not allowed in captions files")
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()):
+    # Lexical check: a symlink inside the directory (collate's links) may point anywhere.
+    path = Path(os.path.normpath(Path(root).absolute() / name))
+    if not path.is_relative_to(Path(os.path.normpath(Path(root).absolute()))):
         raise VideoError(Path(name), "outside video dir", f"'{name}' escapes --videos {root}")
     return path
 

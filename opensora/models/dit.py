@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_3d_sincos_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -143,8 +143,11 @@ class PatchEmbed3D(nn.Module):
         """(N, D) positions, computed once per (grid, device, dtype)."""
         key = (grid, device, dtype)
         if key not in self._pos_cache:
-            pe = get_3d_sincos_pos_embed(self.proj.out_channels, grid)
-            self._pos_cache[key] = torch.from_numpy(pe).to(device=device, dtype=dtype)
+            nt, nh, nw = grid
+            # diffusers' 3D sin-cos (as in CogVideoX): 3/4 of the channels encode (h, w), 1/4 encode t,
+            # concatenated, so time and space never share a channel.
+            pe = get_3d_sincos_pos_embed(self.proj.out_channels, (nw, nh), nt, output_type="pt")  # (nt, nh*nw, D)
+            self._pos_cache[key] = pe.reshape(nt * nh * nw, -1).to(device=device, dtype=dtype)
         return self._pos_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -297,19 +300,3 @@ class VideoDiT(ModelMixin, ConfigMixin):
         tokens = tokens[:, n_prefix:]  # (B, N, D): only video tokens are decoded
         return self.unpatchify(self.final_layer(tokens, c), grid)  # (B, C, T, H, W)
 
-
-def get_1d_sincos(dim: int, pos: np.ndarray) -> np.ndarray:
-    """(M,) positions -> (M, dim) sin-cos embedding."""
-    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
-    out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
-    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-
-def get_3d_sincos_pos_embed(dim: int, grid: tuple[int, int, int]) -> np.ndarray:
-    """(nt*nh*nw, dim) positions: DiT's 2D sin-cos over (h, w) plus a 1D sin-cos over t."""
-    nt, nh, nw = grid
-    gh, gw = np.meshgrid(np.arange(nh), np.arange(nw), indexing="ij")
-    spatial = np.concatenate([get_1d_sincos(dim // 2, gh), get_1d_sincos(dim // 2, gw)], axis=1)  # (nh*nw, dim)
-    temporal = get_1d_sincos(dim, np.arange(nt))  # (nt, dim)
-    pe = temporal[:, None, :] + spatial[None, :, :]  # (nt, nh*nw, dim)
-    return pe.reshape(-1, dim).astype(np.float32)

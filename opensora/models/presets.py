@@ -8,7 +8,7 @@ from opensora.errors import UserError
 from opensora.models.dit import VideoDiT
 
 SIZES = {  # name: (depth, hidden, heads), as in the DiT paper; T is ours
-    "T": (2, 64, 4),
+    "T": (3, 128, 4),
     "S": (12, 384, 6),
     "B": (12, 768, 12),
     "L": (24, 1024, 16),

@@ -26,6 +26,7 @@ class TrainConfig:
     batch_size: int = 4  # global: per-rank batch x data-parallel size
     lr: float = 1e-4
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # or "cosine": decay to 10% of --lr at --steps
     weight_decay: float = 0.0
     steps: int = 1000
     ckpt_every: int = 500
@@ -63,6 +64,8 @@ class TrainConfig:
                             ("--ckpt-every", self.ckpt_every), ("--keep", self.keep), ("--sp-size", self.sp_size)):
             if value < 1:
                 p.append(f"{name} {value} must be at least 1")
+        if self.lr_schedule not in ("constant", "cosine"):
+            p.append(f"--lr-schedule {self.lr_schedule!r} is not constant or cosine")
         if self.lr <= 0:
             p.append(f"--lr {self.lr} must be positive")
         if not 0 <= self.ema_decay < 1:

@@ -56,8 +56,19 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return p
 
 
-def _lr_lambda(warmup: int):
-    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+class LRFactor:
+    """Linear warm-up, then constant or cosine decay to 10% at the last step (picklable, no state)."""
+
+    def __init__(self, warmup: int, total: int, schedule: str):
+        self.warmup, self.total, self.schedule = warmup, total, schedule
+
+    def __call__(self, step: int) -> float:
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class Trainer:
@@ -112,7 +123,7 @@ class Trainer:
         self.diffusion = DiffusionConfig(prediction_type=cfg.prediction_type, cfg_dropout=cfg.cfg_dropout)
         self.scheduler = train_scheduler(self.diffusion)
         optimizer = self._optimizer(model)
-        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps))
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
         with quiet():
             from colossalai.booster import Booster
 
@@ -279,6 +290,10 @@ class Trainer:
         summary.samples_per_s = n_samples / max(time.perf_counter() - t_start, 1e-9)
         if writer is not None:
             writer.close()
+            (self.run_dir / "summary.json").write_text(json.dumps({
+                "start_step": summary.start_step, "steps": self.step, "samples_per_s": summary.samples_per_s,
+                "last_loss": summary.losses[-1] if summary.losses else None, "world_size": self.env.world_size,
+                "last_checkpoint": str(summary.last_checkpoint)}, indent=2))
         return summary
 
 

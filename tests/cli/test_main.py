@@ -92,3 +92,26 @@ def test_inspect_video_table_and_json(cli, video_dir):
 def test_inspect_missing_path(cli, tmp_path):
     r = cli("inspect", tmp_path / "nothing.mp4")
     assert r.code == 2 and "nothing.mp4" in r.err
+
+
+def test_ctrl_c_exits_130_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.data.msrvtt_fixture import ArchiveServer
+
+    with ArchiveServer({"big.zip": b"x" * 10_000_000}, delay=0.05) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from opensora_cli.main import run; run()", "data", "download",
+             "--url", srv.url("big.zip"), "--dest", str(tmp_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        part = tmp_path / "big.zip.part"
+        while time.time() < deadline and not (part.exists() and part.stat().st_size > 0):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err

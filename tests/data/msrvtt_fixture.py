@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,8 +46,9 @@ def make_zip(src: Path, archive: Path) -> Path:
 class ArchiveServer:
     """Serves files on 127.0.0.1 with HTTP Range; can cut the first response short."""
 
-    def __init__(self, files: dict[str, bytes], cut_after: int | None = None, ignore_range: bool = False):
-        self.files, self.cut_after, self.ignore_range = files, cut_after, ignore_range
+    def __init__(self, files: dict[str, bytes], cut_after: int | None = None, ignore_range: bool = False,
+                 delay: float = 0.0):
+        self.files, self.cut_after, self.ignore_range, self.delay = files, cut_after, ignore_range, delay
         self.requests: list[str | None] = []
         server = self
 
@@ -81,6 +83,12 @@ class ArchiveServer:
                     self.wfile.write(body)
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if server.delay:  # trickle the body out slowly (for interruption tests)
+                    for i in range(0, len(body), 1024):
+                        self.wfile.write(body[i : i + 1024])
+                        self.wfile.flush()
+                        time.sleep(server.delay)
                     return
                 self.wfile.write(body)
 

@@ -112,3 +112,35 @@ def test_channel_mismatch_is_one_line_before_any_step(tmp_path, encoded_dataset,
     r = run_opensora(*TRAIN, "--data", sd, "--run-dir", run, "--steps", "2", "--resume", "auto")
     assert r.returncode == 2 and "latent channels" in r.stderr and "Traceback" not in r.stderr
     assert len(_losses(run)) == 1
+
+
+CRASH_IN_SAVE = """
+import os, sys
+import opensora.training.trainer as trainer
+original = trainer.save_model_dir
+def crash_mid_save(directory, *args, **kwargs):
+    original(directory, *args, **kwargs)
+    if "0000006" in str(directory):
+        os._exit(9)  # the process dies with the new checkpoint half written
+trainer.save_model_dir = crash_mid_save
+from opensora_cli.main import run
+sys.argv = ["opensora", *sys.argv[1:]]
+run()
+"""
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, encoded_dataset):
+    from opensora.checkpoint import checkpoints_of, load_model
+
+    run = tmp_path / "run"
+    args = [*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "8", "--ckpt-every", "3"]
+    r = subprocess.run([sys.executable, "-c", CRASH_IN_SAVE, *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 9
+    assert [p.name for p in checkpoints_of(run)] == ["ckpt-0000003"]
+    assert (run / ".ckpt-0000006.tmp").exists()  # the half-written one never took the real name
+    model, meta = load_model(run / "ckpt-0000003")
+    assert meta["step"] == 3
+    r = run_opensora(*args, "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.name for p in checkpoints_of(run)][-1] == "ckpt-0000008"
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 9))
