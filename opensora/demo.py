@@ -29,6 +29,7 @@ class DemoConfig:
     prediction: str = "v_prediction"
     batch_size: int = 16
     lr: float = 2e-3
+    lr_schedule: str = "constant"
     ema_decay: float = 0.995
     samples_per_prompt: int = 3
     sample_steps: int = 25
@@ -99,7 +100,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
         encode_dataset(enc, progress)
     run_dir = out / "run"
     tcfg = TrainConfig(data=str(dataset), run_dir=str(run_dir), model=cfg.model, condition=cfg.condition,
-                       prediction_type=cfg.prediction, lr_schedule="cosine",
+                       prediction_type=cfg.prediction, lr_schedule=cfg.lr_schedule,
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps // 10),
                        steps=cfg.steps, ckpt_every=max(cfg.steps // 3, 1), keep=1, ema_decay=cfg.ema_decay,
                        seed=cfg.seed, num_workers=cfg.num_workers, temporal_patch=cfg.temporal_patch,
