@@ -75,8 +75,15 @@ def _mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np.ndar
     return (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= half)
 
 
-def render_clip(colour: str, shape: str, direction: str, h: int, w: int, t: int, rng: np.random.Generator) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames of one shape crossing a plain background."""
+def render_clip(colour: str, shape: str, direction: str, h: int, w: int, t: int, rng: np.random.Generator,
+                crossing_frames: int | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of one shape crossing a plain background.
+
+    The object covers most of the frame in `crossing_frames` frames (default `t`); a world with
+    clips of several lengths passes its longest, so speed and start do not depend on a clip's
+    length and frame k means the same place in every clip.
+    """
+    crossing = max(crossing_frames or t, t)
     r = min(h, w) / 5
     dx, dy = DIRECTIONS[direction]
     # The object crosses most of the frame from the side opposite its direction, near the middle of
@@ -90,7 +97,7 @@ def render_clip(colour: str, shape: str, direction: str, h: int, w: int, t: int,
         travel = (hi - lo) * frac
         start = lo + rng.uniform(0, (hi - lo) - travel)
         start = start if d > 0 else hi - (start - lo)
-        return start, d * travel / max(t - 1, 1)
+        return start, d * travel / max(crossing - 1, 1)
     cx0, sx = path(lo_x, hi_x, dx)
     cy0, sy = path(lo_y, hi_y, dy)
     frames = np.empty((t, h, w, 3), np.uint8)
@@ -118,9 +125,9 @@ def generate_world(dest: Path, cfg: WorldConfig = WorldConfig(), progress: Progr
         t = cfg.lengths[int(rng.integers(len(cfg.lengths)))]
         path = vids / f"video{i}.mp4"
         if not path.exists():  # rerunning continues a partial world: same rng draws, same files
-            write_video(path, render_clip(c, s, d, h, w, t, rng), cfg.fps, crf=10)
+            write_video(path, render_clip(c, s, d, h, w, t, rng, max(cfg.lengths)), cfg.fps, crf=10)
         else:
-            render_clip(c, s, d, h, w, t, rng)
+            render_clip(c, s, d, h, w, t, rng, max(cfg.lengths))
         videos.append({"id": i, "video_id": f"video{i}", "category": 0, "url": "", "start time": 0.0,
                        "end time": t / cfg.fps, "split": split, "colour": c, "shape": s, "direction": d})
         for k in range(len(PHRASES)):

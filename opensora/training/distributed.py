@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,12 +43,6 @@ class DistEnv:
     backend: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
     """Join the torchrun job described by the environment, or start a 1-process group."""
     use_cuda = torch.cuda.is_available() and device != "cpu"
@@ -57,15 +50,17 @@ def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if "MASTER_ADDR" not in os.environ:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
-                          LOCAL_RANK="0")
+    standalone = "MASTER_ADDR" not in os.environ
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         # colossalai.launch would init with its default (30 min) timeout; a short one keeps a dead
         # peer from hanging the others, so we create the group ourselves and Colossal-AI reuses it.
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+        if standalone:  # one process: an in-memory store, no port to race other processes for
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                    timeout=timedelta(seconds=timeout_s))
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistEnv(rank, world, local_rank, dev, backend)
 
