@@ -77,6 +77,18 @@ class GatherSequence(nn.Module):
         return x, None
 
 
+def _heads_to_sequence(attn, qkv: torch.Tensor, key_mask, ctx: SPContext, name: str, n: int) -> torch.Tensor:
+    """SDPA on this rank's heads over the full sequence, then one all-to-all back to the sequence shard.
+
+    qkv: (B, N, 3, H/P, Dh) -> (B, N/P, D) after the output projection.
+    """
+    B = qkv.shape[0]
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H/P, N, Dh)
+    o = sdpa_attention(q, k, v, key_mask).transpose(1, 2)  # (B, N, H/P, Dh)
+    o = all_to_all(o, ctx.group, scatter_dim=1, gather_dim=2, counter=ctx.counter, name=name)  # (B, N/P, H, Dh)
+    return attn.proj(o.reshape(B, n, -1))
+
+
 class UlyssesAttention:
     """All-to-all from sequence shards to head shards and back around local SDPA."""
 
@@ -86,15 +98,11 @@ class UlyssesAttention:
         self.ctx = ctx
 
     def attention(self, attn, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        B, n, D = x.shape
-        H, Dh = attn.num_heads, attn.head_dim
+        B, n, _ = x.shape
         c = self.ctx
-        qkv = attn.qkv(x).view(B, n, 3, H, Dh)  # (B, N/P, 3, H, Dh)
+        qkv = attn.qkv(x).view(B, n, 3, attn.num_heads, attn.head_dim)  # (B, N/P, 3, H, Dh)
         qkv = all_to_all(qkv, c.group, scatter_dim=3, gather_dim=1, counter=c.counter, name="ulysses_qkv")
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H/P, N, Dh)
-        o = sdpa_attention(q, k, v, key_mask).transpose(1, 2)  # (B, N, H/P, Dh)
-        o = all_to_all(o, c.group, scatter_dim=1, gather_dim=2, counter=c.counter, name="ulysses_out")
-        return attn.proj(o.reshape(B, n, D))  # (B, N/P, D)
+        return _heads_to_sequence(attn, qkv, key_mask, c, "ulysses_out", n)  # (B, N/P, D)
 
 
 class FastSeqAttention:
@@ -111,15 +119,11 @@ class FastSeqAttention:
         c = self.ctx
         h = H // c.size
         x_full = gather_seq(x, c.group, 1, c.counter, "fastseq_gather")  # (B, N, D)
-        N = x_full.shape[1]
         # This rank's heads: rows [3, h0:h1, Dh] of the (3*H*Dh, D) qkv weight.
         w = attn.qkv.weight.view(3, H, Dh, D)[:, c.rank * h : (c.rank + 1) * h].reshape(3 * h * Dh, D)
         b = attn.qkv.bias.view(3, H, Dh)[:, c.rank * h : (c.rank + 1) * h].reshape(-1)
-        qkv = F.linear(x_full, w, b).view(B, N, 3, h, Dh)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H/P, N, Dh)
-        o = sdpa_attention(q, k, v, key_mask).transpose(1, 2)  # (B, N, H/P, Dh)
-        o = all_to_all(o, c.group, scatter_dim=1, gather_dim=2, counter=c.counter, name="fastseq_out")
-        return attn.proj(o.reshape(B, n, D))  # (B, N/P, D)
+        qkv = F.linear(x_full, w, b).view(B, x_full.shape[1], 3, h, Dh)  # (B, N, 3, H/P, Dh)
+        return _heads_to_sequence(attn, qkv, key_mask, c, "fastseq_out", n)  # (B, N/P, D)
 
 
 STRATEGIES = {"ulysses": UlyssesAttention, "fastseq": FastSeqAttention}
