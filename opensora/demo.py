@@ -94,9 +94,9 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     dataset = out / "dataset"
     enc = EncodeConfig(captions=collated / "train" / "annotations.json", videos=collated / "train" / "videos",
                        out=dataset, compression="raw", text_encoder=str(text_dir), num_workers=cfg.num_workers)
-    from opensora.data.dataset import is_dataset, read_manifest
+    from opensora.data.dataset import is_complete
 
-    if not (is_dataset(dataset) and read_manifest(dataset).get("complete")):
+    if not is_complete(dataset):  # a crashed encode is continued, a finished one reused
         encode_dataset(enc, progress)
     run_dir = out / "run"
     tcfg = TrainConfig(data=str(dataset), run_dir=str(run_dir), model=cfg.model, condition=cfg.condition,

@@ -10,7 +10,7 @@ import typer
 
 from opensora import __version__
 from opensora.errors import OpenSoraError
-from opensora_cli import config_cmd, data_cmd, demo_cmd, inspect_cmd, sample_cmd, train_cmd
+from opensora_cli import config_cmd, data_cmd, demo_cmd, inspect_cmd, relaunch, sample_cmd, train_cmd
 from opensora_cli.render import error_line
 from opensora_cli.settings import Settings
 
@@ -29,8 +29,6 @@ app.command("train")(train_cmd.train)
 app.command("sample")(sample_cmd.sample)
 app.command("demo")(demo_cmd.demo)
 
-# The argv of the running command, for commands that re-launch themselves (train --nproc).
-CURRENT_ARGV: list[str] = []
 
 
 def _version(value: bool) -> None:
@@ -61,7 +59,7 @@ def main_callback(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    CURRENT_ARGV[:] = argv
+    relaunch.CURRENT_ARGV[:] = argv  # for commands that re-launch themselves (--nproc)
     debug = "--debug" in argv or os.environ.get("OPENSORA_DEBUG", "") not in ("", "0", "false")
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from opensora.errors import UserError
+from opensora_cli.relaunch import relaunch
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
 
@@ -47,7 +48,7 @@ def sample(
     """
     from opensora.checkpoint import newest_checkpoint
     from opensora.sampling.sample import SampleConfig, sample_videos
-    from opensora.training.launch import launch_local, under_torchrun
+    from opensora.training.launch import under_torchrun
 
     s: Settings = ctx.obj
     texts = list(prompts or [])
@@ -65,9 +66,7 @@ def sample(
     if nproc > 1 and not under_torchrun():
         if sp == "none":
             raise UserError("--nproc needs --sp ulysses or --sp fastseq (the ranks split each video's sequence)")
-        from opensora_cli.train_cmd import _argv, _without
-
-        launch_local(nproc, [*_without(_without(_argv(), "--nproc"), "--ckpt"), "--ckpt", str(ckpt)])
+        relaunch(nproc, {"--ckpt": str(ckpt)})
         return
     worker_rank = int(os.environ.get("RANK", 0))
     cfg = SampleConfig(

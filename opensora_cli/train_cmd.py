@@ -10,18 +10,19 @@ from typing import Annotated
 import typer
 
 from opensora.errors import UserError
+from opensora_cli.relaunch import relaunch
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
 
 
 def newest_dataset(home: Path) -> Path | None:
     """The most recently finished dataset under HOME/datasets."""
-    from opensora.data.dataset import is_dataset
+    from opensora.data.dataset import is_complete
 
     root = home / "datasets"
     if not root.is_dir():
         return None
-    done = [d for d in root.iterdir() if is_dataset(d) and '"complete": true' in (d / "manifest.json").read_text()]
+    done = [d for d in root.iterdir() if is_complete(d)]
     return max(done, key=lambda d: (d / "manifest.json").stat().st_mtime) if done else None
 
 
@@ -30,18 +31,6 @@ def newest_run(home: Path) -> Path | None:
     root = home / "runs"
     runs = [r for r in root.iterdir() if r.is_dir()] if root.is_dir() else []
     return max(runs, key=lambda r: r.stat().st_mtime) if runs else None
-
-
-def _without(argv: list[str], option: str) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == option:
-            skip = True
-        elif not a.startswith(option + "="):
-            out.append(a)
-    return out
 
 
 def train(
@@ -84,7 +73,7 @@ def train(
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m opensora_cli train --model DiT/XL-2
     """
     from opensora.training.config import TrainConfig
-    from opensora.training.launch import launch_local, under_torchrun
+    from opensora.training.launch import under_torchrun
 
     s: Settings = ctx.obj
     worker = under_torchrun()
@@ -104,8 +93,7 @@ def train(
         if not worker:
             console.print(f"run: {run_dir}")
     if nproc > 1 and not worker:
-        argv = _without(_without(_without(_argv(), "--nproc"), "--run-dir"), "--data")
-        launch_local(nproc, [*argv, "--run-dir", str(run_dir), "--data", str(data)])
+        relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
         _print_summary_from_disk(run_dir)
         return
     cfg = TrainConfig(
@@ -128,13 +116,6 @@ def train(
         _print_summary(r)
     else:
         run_training(cfg)
-
-
-def _argv() -> list[str]:
-    # The CLI's own argv (after "opensora"), as given to main(); kept by main() for re-launching.
-    from opensora_cli import main as m
-
-    return list(m.CURRENT_ARGV)
 
 
 def _print_summary(r) -> None:

@@ -41,11 +41,6 @@ class VideoCompressor(ABC):
         st, sh, sw = self.stride
         return t // st, h // sh, w // sw
 
-    def video_thw(self, lt: int, lh: int, lw: int) -> tuple[int, int, int]:
-        """Video (T, H, W) that a latent (T', H', W') decodes to."""
-        st, sh, sw = self.stride
-        return lt * st, lh * sh, lw * sw
-
     def check_video_size(self, frames: int, height: int, width: int, option_names=("--frames", "--height", "--width")) -> None:
         """Raise a UserError naming each size that is not a multiple of the stride, with the nearest valid ones."""
         check_multiples((frames, height, width), self.stride, option_names, f"{self.name} compression")
@@ -65,10 +60,6 @@ class VideoCompressor(ABC):
     @abstractmethod
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Stored latents (B, *stored) to uint8 videos (B, T, H, W, 3)."""
-
-    def stored_shape(self, lt: int, lh: int, lw: int) -> tuple[int, ...]:
-        """Shape of one stored latent for a latent grid (T', H', W')."""
-        return (self.latent_channels, lt, lh, lw)
 
     def decode_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         """Diffusion tensors straight to uint8 videos."""

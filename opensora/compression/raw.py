@@ -20,10 +20,6 @@ class RawCompressor(VideoCompressor):
         """Nothing to load: just the name."""
         return {"name": self.name}
 
-    def stored_shape(self, lt: int, lh: int, lw: int) -> tuple[int, ...]:
-        """Frames are stored channels-last, as decoded."""
-        return (lt, lh, lw, 3)
-
     def encode(self, videos: list[np.ndarray]) -> list[np.ndarray]:
         """The frames themselves."""
         return [np.ascontiguousarray(v, dtype=np.uint8) for v in videos]

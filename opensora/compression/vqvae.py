@@ -304,10 +304,6 @@ class VQVAECompressor(VideoCompressor):
         """Name and the VQ-VAE's location."""
         return {"name": self.name, "path": str(self.path)}
 
-    def stored_shape(self, lt: int, lh: int, lw: int) -> tuple[int, ...]:
-        """Codes have no channel axis."""
-        return (lt, lh, lw)
-
     @torch.no_grad()
     def encode(self, videos: list[np.ndarray]) -> list[np.ndarray]:
         """Videos (T, H, W, 3) uint8 -> codes (T', H', W') int16."""

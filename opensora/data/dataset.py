@@ -38,6 +38,11 @@ def is_dataset(path: Path) -> bool:
         return False
 
 
+def is_complete(path: Path) -> bool:
+    """True if `path` holds an encoded dataset whose encoding finished."""
+    return is_dataset(path) and bool(json.loads((Path(path) / "manifest.json").read_text()).get("complete"))
+
+
 def read_manifest(path: Path) -> dict:
     """The dataset's manifest; a clear error if `path` is not a finished dataset."""
     path = Path(path)

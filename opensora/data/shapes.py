@@ -9,7 +9,6 @@ model composes what it learned instead of memorising clips.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,8 +162,3 @@ def judge_video(frames: np.ndarray) -> tuple[str, str | None]:
     direction = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
     return colour, direction
 
-
-def load_world_meta(root: Path) -> dict[str, tuple[str, str, str]]:
-    """video file name -> (colour, shape, direction), from the world's annotation."""
-    ann = json.loads((Path(root) / "annotation" / "shapes_world.json").read_text())
-    return {f"{v['video_id']}.mp4": (v["colour"], v["shape"], v["direction"]) for v in ann["videos"]}

@@ -34,9 +34,6 @@ class CommCounter:
         self.bytes.clear()
         self.calls.clear()
 
-    def total(self, phase: str | None = None) -> int:
-        """All bytes (of one phase: "forward" or "backward")."""
-        return sum(v for (p, _), v in self.bytes.items() if phase is None or p == phase)
 
 
 def _all_to_all(x: torch.Tensor, group, scatter_dim: int, gather_dim: int) -> torch.Tensor:

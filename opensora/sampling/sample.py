@@ -130,13 +130,14 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list
     latent = check_size(cfg, compressor, tuple(model.config.patch_size))
     text_encoder = TextEncoder(meta["text_encoder"]["path"], device=device)
     feats, lengths = text_encoder.encode(cfg.prompts)
-    diffusion = DiffusionConfig(**{k: v for k, v in meta["diffusion"].items()})
-    jobs = [(p, i, cfg.seed + k * cfg.num_samples + i) for k, p in enumerate(cfg.prompts) for i in range(cfg.num_samples)]
+    diffusion = DiffusionConfig(**meta["diffusion"])
+    # (prompt index, seed): sample i of prompt k uses seed + k * n + i
+    jobs = [(k, cfg.seed + k * cfg.num_samples + i) for k in range(len(cfg.prompts)) for i in range(cfg.num_samples)]
     paths = output_paths(cfg.out, len(jobs))
     shape = (1, compressor.latent_channels, *latent)
     results = []
-    for n, ((prompt, _, seed), path) in enumerate(zip(jobs, paths)):
-        k = cfg.prompts.index(prompt)
+    for n, ((k, seed), path) in enumerate(zip(jobs, paths)):
+        prompt = cfg.prompts[k]
         text = torch.from_numpy(feats[k : k + 1])
         mask = torch.arange(text.shape[1])[None] < int(lengths[k])
 

@@ -60,19 +60,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-class BatchDataset(torch.utils.data.Dataset):
-    """Reads and stacks the rows of one batch (runs in DataLoader workers)."""
-
-    def __init__(self, data: EncodedDataset):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.data[i]
-
-
 def collate(rows: list[dict]) -> dict:
     """Stack same-shaped stored latents; text features (B, S, D) float32 and their mask."""
     video = torch.from_numpy(np.stack([r["video"] for r in rows]))
@@ -85,15 +72,10 @@ def collate(rows: list[dict]) -> dict:
 def make_loader(data: EncodedDataset, per_rank_batch: int, dp_rank: int, dp_size: int, seed: int,
                 position: DataPosition, num_workers: int) -> torch.utils.data.DataLoader:
     """A DataLoader over this rank's batches of `position.epoch`, from `position.batch` on."""
-    shapes = [data.latent_shape(i) for i in range(len(data))]
+    shapes = [data.latent_shape(i) for i in range(len(data))]  # cached in the dataset, no row reads
     sampler = BucketBatchSampler(shapes, per_rank_batch, dp_rank, dp_size, seed, position.epoch, position.batch)
     return torch.utils.data.DataLoader(
-        BatchDataset(data), batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        data, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
         prefetch_factor=2 if num_workers > 0 else None, persistent_workers=False,
     )
 
-
-def batches_per_epoch(data: EncodedDataset, per_rank_batch: int, dp_size: int) -> int:
-    """How many global batches one epoch has."""
-    shapes = [data.latent_shape(i) for i in range(len(data))]
-    return len(global_batches(shapes, per_rank_batch * dp_size, 0, 0))

@@ -1,4 +1,4 @@
-"""Process-group start-up (gloo on CPU, nccl on GPU) through Colossal-AI, and its quiet import."""
+"""Process-group start-up (gloo on CPU, nccl on GPU), and a quiet context for importing Colossal-AI."""
 
 from __future__ import annotations
 
@@ -22,14 +22,6 @@ def quiet():
         for name in ("bitsandbytes", "colossalai"):
             logging.getLogger(name).setLevel(logging.ERROR)
         yield
-
-
-def import_colossalai():
-    """Import colossalai (seconds, noisy) only where training needs it."""
-    with quiet():
-        import colossalai
-        from colossalai.booster import Booster  # noqa: F401
-    return colossalai
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from opensora.checkpoint import checkpoints_of, save_model_dir
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
-from opensora.devices import resolve_dtype
+from opensora.devices import DTYPES, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
 from opensora.errors import UserError
 from opensora.parallel.dims import ParallelDims
@@ -27,7 +27,7 @@ from opensora.training.data import DataPosition, make_loader
 from opensora.training.distributed import DistEnv, init_distributed, quiet
 from opensora.training.plugins import clips_itself, make_plugin
 
-PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # what Colossal-AI's plugins call them
 
 
 @dataclass

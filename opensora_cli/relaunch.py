@@ -1,0 +1,29 @@
+"""Re-running the current command on N local processes (`--nproc`), with some options replaced."""
+
+from __future__ import annotations
+
+# The argv of the running command (after "opensora"); main() fills it in.
+CURRENT_ARGV: list[str] = []
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` minus every `option VALUE` and `option=VALUE`."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def relaunch(nproc: int, replace: dict[str, str]) -> None:
+    """Run this command again on `nproc` local processes, without --nproc and with `replace` set."""
+    from opensora.training.launch import launch_local
+
+    argv = list(CURRENT_ARGV)
+    for option in ("--nproc", *replace):
+        argv = without_option(argv, option)
+    launch_local(nproc, [*argv, *(x for kv in replace.items() for x in kv)])
