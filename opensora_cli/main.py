@@ -56,11 +56,27 @@ def main_callback(
     ctx.obj = Settings.load()
 
 
+def _quiet_libraries() -> None:
+    """Keep third-party chatter off the terminal: our own progress bars say what is happening.
+
+    diffusers imports bitsandbytes when it is installed, which logs a warning about an optional
+    CPU kernel; transformers and datasets draw their own tqdm bars when loading weights.
+    """
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     relaunch.CURRENT_ARGV[:] = argv  # for commands that re-launch themselves (--nproc)
     debug = "--debug" in argv or os.environ.get("OPENSORA_DEBUG", "") not in ("", "0", "false")
+    if not debug:
+        _quiet_libraries()
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         rv = app(args=argv, prog_name="opensora", standalone_mode=False)

@@ -193,7 +193,17 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
     compressor = load_compressor(cfg.compression, cfg.vae, device=cfg.device, batch_size=cfg.batch_size)
     text = TextEncoder(cfg.text_encoder, device=cfg.device)
     features = dataset_features(compressor.latent_dtype)
-    cache: dict[str, tuple[np.ndarray, int]] = {}
+    # Text features of one shard at a time: each distinct caption encoded once, in batches, and
+    # memory bounded by a shard (all of MSR-VTT's 200k captions would not fit).
+    shard_text: dict[int, dict[str, tuple[np.ndarray, int]]] = {}
+
+    def shard_captions(shard: int) -> dict[str, tuple[np.ndarray, int]]:
+        if shard not in shard_text:
+            lo, hi = shard * cfg.shard_size, (shard + 1) * cfg.shard_size
+            caps = list(dict.fromkeys(c.strip() for e in entries[lo:hi] for c in e.captions if c.strip()))
+            feats, lengths = text.encode(caps)
+            shard_text[shard] = {c: (f.astype(np.float16), int(n)) for c, f, n in zip(caps, feats, lengths)}
+        return shard_text[shard]
 
     loader = torch.utils.data.DataLoader(
         _VideoSource(pending, root, cfg, compressor.crop), batch_size=1, shuffle=False,
@@ -218,10 +228,7 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
                                "reason": "empty caption", "detail": ""})
             if good:
                 latent = compressor.encode([frames])[0]
-                new = [c for c in dict.fromkeys(good) if c not in cache]
-                if new:
-                    feats, lengths = text.encode(new)
-                    cache.update({c: (f.astype(np.float16), int(n)) for c, f, n in zip(new, feats, lengths)})
+                cache = shard_captions(shard)
                 for c in good:
                     feat, length = cache[c]
                     rows.append({"video_file": entry.file, "caption": c, "video_latent_states": latent,
@@ -231,6 +238,7 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
         remaining[shard] -= 1
         if remaining[shard] == 0:
             rows, events = by_shard.pop(shard)
+            shard_text.pop(shard, None)
             shapes = Counter("x".join(map(str, r["video_latent_shape"])) for r in rows)
             write_json_atomic(shard_dir / f"shard-{shard:05d}.json",
                               {"rows": len(rows), "events": events, "shapes": dict(shapes)})

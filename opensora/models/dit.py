@@ -19,11 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_3d_sincos_pos_embed
+from diffusers.models.embeddings import (
+    TimestepEmbedding,
+    Timesteps,
+    get_1d_sincos_pos_embed_from_grid,
+    get_2d_sincos_pos_embed_from_grid,
+    get_3d_sincos_pos_embed,
+)
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 CONDITIONS = ("adaln", "cross-attn", "token-concat")
+POS_EMBEDS = ("sum", "concat")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -133,9 +140,12 @@ class FinalLayer(nn.Module):
 class PatchEmbed3D(nn.Module):
     """(B, C, T, H, W) -> (B, N, D) tokens in (t, h, w) order, plus 3D sin-cos positions for the shape at hand."""
 
-    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, dim: int):
+    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, dim: int, pos_embed: str = "sum"):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed {pos_embed!r} is not one of {POS_EMBEDS}")
         self.patch_size = tuple(patch_size)
+        self.pos_embed_kind = pos_embed
         self.proj = nn.Conv3d(in_channels, dim, kernel_size=self.patch_size, stride=self.patch_size)
         self._pos_cache: dict = {}
 
@@ -144,9 +154,19 @@ class PatchEmbed3D(nn.Module):
         key = (grid, device, dtype)
         if key not in self._pos_cache:
             nt, nh, nw = grid
-            # diffusers' 3D sin-cos (as in CogVideoX): 3/4 of the channels encode (h, w), 1/4 encode t,
-            # concatenated, so time and space never share a channel.
-            pe = get_3d_sincos_pos_embed(self.proj.out_channels, (nw, nh), nt, output_type="pt")  # (nt, nh*nw, D)
+            dim = self.proj.out_channels
+            if self.pos_embed_kind == "concat":
+                # diffusers' 3D sin-cos (as in CogVideoX): 1/4 of the channels encode t, 3/4 (h, w).
+                pe = get_3d_sincos_pos_embed(dim, (nw, nh), nt, output_type="pt")  # (nt, nh*nw, D)
+            else:
+                # "sum" (as in Latte / Open-Sora 1.0): a full-width 2D (h, w) sin-cos plus a
+                # full-width 1D sin-cos of t. Every channel carries time, so frames of a short clip
+                # differ in many channels, not in the few low-frequency ones of a quarter-width code.
+                # Integer token coordinates, so a position means the same place at every resolution.
+                hh, ww = torch.meshgrid(torch.arange(nh), torch.arange(nw), indexing="ij")
+                spatial = get_2d_sincos_pos_embed_from_grid(dim, torch.stack([hh.flatten(), ww.flatten()]).float())
+                temporal = get_1d_sincos_pos_embed_from_grid(dim, torch.arange(nt).float())  # (nt, D)
+                pe = temporal.unsqueeze(1) + spatial.unsqueeze(0)  # (nt, nh*nw, D)
             self._pos_cache[key] = pe.reshape(nt * nh * nw, -1).to(device=device, dtype=dtype)
         return self._pos_cache[key]
 
@@ -200,6 +220,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         text_dim: int = 512,
         text_len: int = 77,
         model_name: str = "DiT/XL-2",
+        pos_embed: str = "sum",
     ):
         super().__init__()
         if condition not in CONDITIONS:
@@ -207,7 +228,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.condition = condition
         self.patch_size = tuple(patch_size)
         self.gradient_checkpointing = False
-        self.x_embedder = PatchEmbed3D(self.patch_size, in_channels, hidden_size)
+        self.x_embedder = PatchEmbed3D(self.patch_size, in_channels, hidden_size, pos_embed)
         self.t_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.t_embedder = TimestepEmbedding(256, hidden_size)
         self.y_embedder = TextEmbedder(text_dim, text_len, hidden_size)

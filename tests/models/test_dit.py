@@ -8,7 +8,7 @@ import torch
 from opensora.checkpoint import is_checkpoint, load_model, save_model_dir
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, sample_latents, train_scheduler
 from opensora.errors import UserError
-from opensora.models.dit import CONDITIONS
+from opensora.models.dit import CONDITIONS, POS_EMBEDS, PatchEmbed3D
 from opensora.models.presets import DiT_models, create_model, model_config
 
 TEXT_DIM, TEXT_LEN = 32, 16
@@ -60,6 +60,24 @@ def test_any_resolution_and_length_with_cached_positions(condition):
     with pytest.raises(ValueError, match="divisible"):
         m(torch.randn(1, 4, 1, 7, 8), torch.tensor([1]), text, mask)
 
+
+
+@pytest.mark.parametrize("kind", POS_EMBEDS)
+def test_positions_are_absolute_and_time_is_visible(kind):
+    pe = PatchEmbed3D((1, 2, 2), 4, 64, kind)
+    small = pe.pos_embed((2, 3, 4), "cpu", torch.float32).view(2, 3, 4, 64)
+    large = pe.pos_embed((5, 6, 7), "cpu", torch.float32).view(5, 6, 7, 64)
+    # A token's position code does not depend on the size of the clip around it.
+    torch.testing.assert_close(small, large[:2, :3, :4])
+    # Every (t, h, w) is distinct; swapping h and w changes the code.
+    flat = large.reshape(-1, 64)
+    assert torch.cdist(flat, flat).add(torch.eye(len(flat)) * 1e3).min() > 0.1
+    assert not torch.allclose(large[0, 1, 2], large[0, 2, 1])
+    # Neighbouring frames differ in many channels with "sum" (every channel carries time).
+    changed = ((large[1, 0, 0] - large[0, 0, 0]).abs() > 1e-3).sum().item()
+    assert changed >= (32 if kind == "sum" else 8)
+    with pytest.raises(ValueError, match="pos_embed"):
+        PatchEmbed3D((1, 2, 2), 4, 64, "learned")
 
 def test_deterministic_under_a_seed():
     a, b = _model("cross-attn", seed=3), _model("cross-attn", seed=3)
