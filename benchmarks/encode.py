@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--num-workers", type=int, default=EncodeConfig.num_workers)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-encode-"))
     vids = tmp / "videos"

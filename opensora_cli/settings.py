@@ -27,7 +27,7 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "encode.max_frames": (int, None, "skip videos with more frames than this"),
     "encode.batch_size": (int, 16, "frames per VAE batch"),
     "encode.device": (str, "auto", "cpu | cuda | auto"),
-    "encode.num_workers": (int, 1, "decoding processes running beside the encoder"),
+    "encode.num_workers": (int, 2, "decoding processes running beside the encoder"),
     "train.model": (str, "DiT/S-2", "model preset, e.g. DiT/XL-2"),
     "train.condition": (str, "cross-attn", "adaln | cross-attn | token-concat"),
     "train.plugin": (str, "hybrid", "ddp | zero2 | gemini | hybrid"),

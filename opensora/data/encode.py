@@ -47,7 +47,7 @@ class EncodeConfig:
     size: tuple[int, int] | None = None
     device: str = "cpu"
     batch_size: int = 16
-    num_workers: int = 1
+    num_workers: int = 2
     shard_size: int = 32
     overwrite: bool = False
 
@@ -99,7 +99,8 @@ class _VideoSource(torch.utils.data.Dataset):
                 frames = self.crop(frames)
             except ValueError as e:
                 raise VideoError(path, "too small", str(e)) from None
-            return idx, frames, fps, None
+            # A tensor travels back through shared memory; a numpy array would be pickled through a pipe.
+            return idx, torch.from_numpy(np.ascontiguousarray(frames)), fps, None
         except VideoError as e:
             return idx, None, None, {"reason": e.reason, "detail": e.detail}
 
@@ -227,7 +228,7 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
                 events.append({"file": entry.file, "line": entry.line, "pairs": len(caps) - len(good),
                                "reason": "empty caption", "detail": ""})
             if good:
-                latent = compressor.encode([frames])[0]
+                latent = compressor.encode([frames.numpy()])[0]
                 cache = shard_captions(shard)
                 for c in good:
                     feat, length = cache[c]
