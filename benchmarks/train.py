@@ -25,6 +25,7 @@ from benchmarks.common import median_time, print_table  # noqa: E402
 from opensora.data.dataset import EncodedDataset  # noqa: E402
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler  # noqa: E402
 from opensora.models.presets import create_model  # noqa: E402
+from opensora.training.distributed import share_cpu_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,8 @@ def make_dataset(tmp: Path, n: int, frames: int, size: int) -> Path:
 def _bare(rank, world, port, model_name, data, batch, steps, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=300))
+    os.environ["LOCAL_WORLD_SIZE"] = str(world)
+    share_cpu_threads()  # the same per-process thread share `opensora train` uses
     ds = EncodedDataset(data)
     from opensora.training.data import collate
 

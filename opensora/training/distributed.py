@@ -54,7 +54,26 @@ def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
         else:
             dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if not use_cuda:
+        share_cpu_threads()
     return DistEnv(rank, world, local_rank, dev, backend)
+
+
+def share_cpu_threads() -> int:
+    """Give each of the node's processes an equal share of the CPU cores; return the thread count.
+
+    Every process otherwise starts as many compute threads as the machine has cores, so N local
+    processes oversubscribe the CPU N times over (torchrun sets OMP_NUM_THREADS=1 for the same
+    reason, but our own --nproc launcher does not go through torchrun's command line). An explicit
+    OMP_NUM_THREADS is respected.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(cores // local, 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def shutdown() -> None:

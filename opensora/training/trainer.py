@@ -222,9 +222,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _batches(self):
+        loader, sampler = make_loader(self.data, self.per_rank_batch, self.dims.dp_rank, self.dims.dp_size,
+                                      self.cfg.seed, self.cfg.num_workers)
         while True:
-            loader = make_loader(self.data, self.per_rank_batch, self.dims.dp_rank, self.dims.dp_size,
-                                 self.cfg.seed, self.position, self.cfg.num_workers)
+            sampler.set_position(self.position.epoch, self.position.batch)
             for batch in loader:
                 self.position.batch += 1
                 yield batch
@@ -288,6 +289,7 @@ class Trainer:
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 summary.last_checkpoint = self.save_checkpoint()
         summary.samples_per_s = n_samples / max(time.perf_counter() - t_start, 1e-9)
+        batches.close()  # stops the persistent data workers
         if writer is not None:
             writer.close()
             (self.run_dir / "summary.json").write_text(json.dumps({

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import torch
+
 from opensora.training.data import BucketBatchSampler, global_batches
 
 
@@ -26,3 +28,20 @@ def test_ranks_split_each_global_batch():
     assert sorted(i for b in r0 + r1 for i in b) == list(range(8))
     resumed = list(BucketBatchSampler(shapes, 2, 0, 2, seed=0, epoch=0, start=1))
     assert resumed == r0[1:]
+
+
+def test_one_loader_serves_every_epoch_with_persistent_workers(encoded_dataset):
+    from opensora.data.dataset import EncodedDataset
+    from opensora.training.data import make_loader
+
+    data = EncodedDataset(encoded_dataset)
+    loader, sampler = make_loader(data, 2, 0, 1, seed=3, num_workers=1)
+    shapes = [data.latent_shape(i) for i in range(len(data))]
+    for epoch, start in [(0, 0), (1, 0), (2, 1)]:
+        sampler.set_position(epoch, start)
+        got = [b["video"] for b in loader]
+        expected = list(BucketBatchSampler(shapes, 2, 0, 1, seed=3, epoch=epoch, start=start))
+        assert len(got) == len(expected) > 0
+        for video, rows in zip(got, expected):
+            assert torch.equal(video, torch.stack([torch.from_numpy(data[i]["video"].copy()) for i in rows]))
+    assert loader._iterator is not None and loader._iterator._persistent_workers
