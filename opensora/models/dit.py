@@ -34,8 +34,13 @@ POS_EMBEDS = ("sum", "concat")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x * (1 + scale) + shift, broadcast over tokens."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN: x * (1 + scale) + shift, broadcast over tokens (one fused pass over x)."""
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """adaLN-zero's residual x + gate * y, broadcast over tokens (one fused pass)."""
+    return torch.addcmul(x, gate.unsqueeze(1), y)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -117,10 +122,10 @@ class DiTBlock(nn.Module):
             x = x + self.attn(self.norm1(x), key_mask)
             return x + self.mlp(self.norm2(x))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), key_mask)
+        x = gated_residual(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa), key_mask))
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.norm_cross(x), ctx, ctx_mask)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return gated_residual(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -173,7 +178,9 @@ class PatchEmbed3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (B, D, nt, nh, nw)
         grid = tuple(x.shape[2:])
-        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        # Contiguous (B, N, D): the residual stream keeps the layout of its first tensor, and a
+        # transposed one made every LayerNorm copy its input forward and backward.
+        x = x.flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         return x + self.pos_embed(grid, x.device, x.dtype)
 
 
