@@ -67,9 +67,31 @@ def baseline_attention_bytes(model_name: str, dtype, batch: int, frames: int, si
     return cfg["depth"] * batch * cfg["num_heads"] * n * n * torch.finfo(dtype).bits // 8
 
 
+def _register_cpu_flash_attention_flops() -> None:
+    """Teach FlopCounterMode the CPU flash-attention ops (it knows only the CUDA ones).
+
+    Without this, SDPA's attention FLOPs on CPU count as zero and its MFU comes out far too low;
+    the formulas are torch's own for the CUDA kernels, which do the same arithmetic.
+    """
+    from torch.utils import flop_counter as fcm
+
+    aten = torch.ops.aten
+    if aten._scaled_dot_product_flash_attention_for_cpu in fcm.flop_registry:
+        return
+
+    @fcm.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return fcm.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @fcm.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return fcm.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 def count_flops(step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
+    _register_cpu_flash_attention_flops()
     with FlopCounterMode(display=False) as fc:
         step()
     return fc.get_total_flops()
