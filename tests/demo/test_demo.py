@@ -26,7 +26,13 @@ def test_world_is_reproducible_and_in_msrvtt_layout(tmp_path):
     b = generate_world(tmp_path / "b", cfg)
     ann = json.loads((a.root / "annotation" / "shapes_world.json").read_text())
     assert set(ann) >= {"videos", "sentences"} and a.videos == 48 * 2 - len(HELD_OUT)
-    assert (a.root / "videos" / "all" / "video0.mp4").read_bytes() == (b.root / "videos" / "all" / "video0.mp4").read_bytes()
+    assert ann == json.loads((b.root / "annotation" / "shapes_world.json").read_text())
+    # Same clips: x264 does not promise identical bits from run to run (seen here: a few clips of a
+    # world differ by a few levels), so the decoded pixels are compared, not the bytes.
+    for v in ann["videos"]:
+        fa, _ = read_video(a.root / "videos" / "all" / f"{v['video_id']}.mp4")
+        fb, _ = read_video(b.root / "videos" / "all" / f"{v['video_id']}.mp4")
+        assert fa.shape == fb.shape and np.abs(fa.astype(np.int16) - fb).mean() < 1.0
     held = {(v["colour"], v["shape"], v["direction"]) for v in ann["videos"] if v["split"] == "test"}
     seen = {(v["colour"], v["shape"], v["direction"]) for v in ann["videos"] if v["split"] != "test"}
     assert held == set(HELD_OUT) and not held & seen
