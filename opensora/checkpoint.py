@@ -43,14 +43,25 @@ def save_model_dir(directory: Path, model, meta: dict, ema=None) -> None:
     (directory / META).write_text(json.dumps({**meta, "parameters": n_params, "has_ema": ema is not None}, indent=2))
 
 
-def load_model(path: Path, ema: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """(model, meta) from a checkpoint; EMA weights when present and `ema` is True."""
+def load_dit(directory: Path, dtype: torch.dtype = torch.float32):
+    """A VideoDiT saved with save_pretrained (config.json + safetensors), without pickle.
+
+    Models saved before `pos_embed` existed used the concatenated layout; their config lacks the
+    key, and the current default ("sum") would silently give them other positions.
+    """
     from opensora.models.dit import VideoDiT
 
+    config = json.loads((Path(directory) / "config.json").read_text())
+    extra = {} if "pos_embed" in config else {"pos_embed": "concat"}
+    return VideoDiT.from_pretrained(directory, torch_dtype=dtype, **extra)
+
+
+def load_model(path: Path, ema: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(model, meta) from a checkpoint; EMA weights when present and `ema` is True."""
     path = Path(path)
     meta = read_meta(path)
     sub = "ema" if ema and (path / "ema").is_dir() else "model"
-    model = VideoDiT.from_pretrained(path / sub, torch_dtype=dtype)
+    model = load_dit(path / sub, dtype)
     return model.to(device).eval(), {**meta, "weights": sub}
 
 

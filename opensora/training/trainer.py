@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opensora.checkpoint import checkpoints_of, save_model_dir
+from opensora.checkpoint import checkpoints_of, load_dit, save_model_dir
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import DTYPES, resolve_dtype
@@ -102,12 +102,11 @@ class Trainer:
         text = manifest["text_encoder"]
         self.resume_from = resolve_resume(cfg.resume, self.run_dir)
         torch.manual_seed(cfg.seed)
-        from opensora.models.dit import VideoDiT
         from opensora.models.presets import create_model
 
         if self.resume_from is not None:
-            model = VideoDiT.from_pretrained(self.resume_from / "model", torch_dtype=torch.float32)
-            ema = VideoDiT.from_pretrained(self.resume_from / "ema", torch_dtype=torch.float32)
+            model = load_dit(self.resume_from / "model")
+            ema = load_dit(self.resume_from / "ema")
         else:
             model = create_model(cfg.model, self.compressor.latent_channels, cfg.condition, text["dim"],
                                  text["max_length"], cfg.temporal_patch)

@@ -192,3 +192,18 @@ def test_save_load_round_trip(tmp_path, condition):
     text, mask = _text(1)
     with torch.no_grad():
         torch.testing.assert_close(m(x, torch.tensor([5]), text, mask), loaded(x, torch.tensor([5]), text, mask))
+
+
+def test_checkpoints_without_pos_embed_keep_the_concatenated_layout(tmp_path):
+    import json
+
+    from opensora.checkpoint import load_dit
+
+    m = _model("adaln")
+    m.save_pretrained(tmp_path / "new", safe_serialization=True)
+    assert load_dit(tmp_path / "new").x_embedder.pos_embed_kind == "sum"
+    cfg_path = tmp_path / "new" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["pos_embed"]  # as written before the option existed
+    cfg_path.write_text(json.dumps(cfg))
+    assert load_dit(tmp_path / "new").x_embedder.pos_embed_kind == "concat"
