@@ -86,9 +86,9 @@ def bare_step(model_name, data, batch, nproc, steps) -> float:
     return json.loads(out.read_text())["step"]
 
 
-def cli_train(model_name, data, batch, nproc, steps, run: Path) -> dict:
+def cli_train(model_name, data, batch, nproc, steps, ckpt_every, run: Path) -> dict:
     cmd = [sys.executable, "-m", "opensora_cli", "train", "--data", data, "--model", model_name, "--steps", steps,
-           "--batch-size", batch, "--ckpt-every", max(steps // 2, 1), "--run-dir", run, "--nproc", nproc,
+           "--batch-size", batch, "--ckpt-every", ckpt_every, "--run-dir", run, "--nproc", nproc,
            "--num-workers", "1"]
     subprocess.run(list(map(str, cmd)), check=True, capture_output=True, cwd=ROOT)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
@@ -103,7 +103,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--ckpt-every", type=int, default=15, help="checkpoint cadence (a run also saves at its end)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data = make_dataset(tmp, 32, args.frames, args.size)
@@ -111,13 +112,14 @@ def main() -> None:
     for name in args.models.split(","):
         for nproc in map(int, args.nprocs.split(",")):
             bare = bare_step(name, data, args.batch, nproc, 5)
-            r = cli_train(name, data, args.batch, nproc, args.steps, tmp / f"run-{name.replace('/', '_')}-{nproc}")
+            r = cli_train(name, data, args.batch, nproc, args.steps, args.ckpt_every,
+                          tmp / f"run-{name.replace('/', '_')}-{nproc}")
             bare_sps = args.batch / bare
             rows.append([name, nproc, bare_sps, args.batch / r["median_step"], r["loop"],
                          f"{(bare_sps / r['loop'] - 1) * 100:+.1f}%"])
     print_table(
         f"opensora train vs bare step: batch {args.batch}, latent {args.frames}x{args.size}x{args.size}x3 (raw), "
-        f"{args.steps} steps with 2 checkpoints",
+        f"{args.steps} steps, a checkpoint every {args.ckpt_every}",
         ["model", "processes", "bare step samples/s", "train median step samples/s", "train whole loop samples/s",
          "loop overhead"], rows,
     )

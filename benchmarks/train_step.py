@@ -70,8 +70,9 @@ def baseline_attention_bytes(model_name: str, dtype, batch: int, frames: int, si
 def _register_cpu_flash_attention_flops() -> None:
     """Teach FlopCounterMode the CPU flash-attention ops (it knows only the CUDA ones).
 
-    Without this, SDPA's attention FLOPs on CPU count as zero and its MFU comes out far too low;
-    the formulas are torch's own for the CUDA kernels, which do the same arithmetic.
+    Without this, SDPA's attention FLOPs on CPU count as zero and its MFU comes out far too low.
+    The formulas are torch's own for the CUDA kernels, minus the backward's recomputation of
+    QK^T: MFU counts the model's arithmetic, the same FLOPs the eager baseline is credited with.
     """
     from torch.utils import flop_counter as fcm
 
@@ -85,7 +86,9 @@ def _register_cpu_flash_attention_flops() -> None:
 
     @fcm.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
     def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-        return fcm.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+        (b, h, lq, d), lk = query_shape, key_shape[2]
+        recompute = fcm.bmm_flop((b * h, lq, d), (b * h, d, lk))
+        return fcm.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape) - recompute
 
 
 def count_flops(step) -> int:
