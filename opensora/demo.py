@@ -22,7 +22,7 @@ class DemoConfig:
     """Sizes of the demo; the defaults fit in about ten minutes on two CPU cores."""
 
     out: Path
-    steps: int = 3500
+    steps: int = 5000
     model: str = "DiT/T-4"
     temporal_patch: int = 2
     condition: str = "adaln"  # global colour and motion are what adaLN modulation carries best
