@@ -61,7 +61,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 
     def set_position(self, epoch: int, start: int = 0) -> None:
         """Serve epoch `epoch` from its global batch `start` on."""
-        self.epoch, self.start = epoch, start
         self.batches = global_batches(self.shapes, self.global_batch, self.seed, epoch)[start:]
 
     def __iter__(self):
