@@ -9,6 +9,10 @@ class OpenSoraError(Exception):
     exit_code = 1
 
 
+class OpenSoraWarning(UserWarning):
+    """Something that works but that the user likely wants to change; the CLI shows it as one line."""
+
+
 class UserError(OpenSoraError):
     """Bad input: a missing file, a bad option or config value (exit code 2)."""
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from opensora import __version__
-from opensora.errors import OpenSoraError
+from opensora.errors import OpenSoraError, OpenSoraWarning
 from opensora_cli import config_cmd, data_cmd, demo_cmd, inspect_cmd, relaunch, sample_cmd, train_cmd
-from opensora_cli.render import error_line
+from opensora_cli.render import error_line, warning_line
 from opensora_cli.settings import Settings
 
 app = typer.Typer(
@@ -70,6 +72,23 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
+@contextmanager
+def _warnings_as_lines():
+    """Show the library's OpenSoraWarnings as one yellow line, once, from rank 0 only."""
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, OpenSoraWarning):
+                python_show(message, category, filename, lineno, file, line)
+            elif os.environ.get("RANK", "0") == "0":
+                warning_line(str(message))
+
+        warnings.showwarning = show
+        warnings.simplefilter("once", OpenSoraWarning)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -79,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
-        rv = app(args=argv, prog_name="opensora", standalone_mode=False)
+        with _warnings_as_lines():
+            rv = app(args=argv, prog_name="opensora", standalone_mode=False)
         if rv == 130:  # Typer turns Ctrl-C into a returned 130 without a word
             error_line("interrupted", hint_debug=False)
         return rv if isinstance(rv, int) else 0

@@ -91,3 +91,8 @@ def error_line(message: str, hint_debug: bool = True) -> None:
     """Print one red error line on stderr."""
     suffix = " [dim](--debug for a traceback)[/dim]" if hint_debug else ""
     err_console.print(f"[bold red]error:[/bold red] {escape(message)}{suffix}", highlight=False, soft_wrap=True)
+
+
+def warning_line(message: str) -> None:
+    """Print one yellow warning line on stderr."""
+    err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}", highlight=False, soft_wrap=True)

@@ -73,3 +73,20 @@ def test_model_check_and_missing_ckpt(cli, tmp_path, trained_checkpoint):
     assert r.code == 2 and "DiT/T-2" in r.err
     r = cli("sample", "x", "--ckpt", tmp_path, *ARGS)
     assert r.code == 2 and "not a checkpoint" in r.err
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["emulated-bf16", "fast-bf16"])
+def test_bf16_on_a_cpu_without_fast_bf16_is_one_warning_line(cli, tmp_path, trained_checkpoint, monkeypatch, fast):
+    import opensora.devices
+
+    monkeypatch.setattr(opensora.devices, "cpu_bf16_is_fast", lambda: fast)
+    out = tmp_path / "x.mp4"
+    r = cli("sample", "x", "--ckpt", trained_checkpoint, *ARGS, "--precision", "bf16", "-o", out)
+    assert r.code == 0, r.err
+    assert probe_video(out).frames == 4
+    warned = [line for line in r.err.splitlines() if "warning:" in line]
+    if fast:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].startswith("warning: --precision bf16") and "--precision fp32" in warned[0]
+        assert "Traceback" not in r.err and "UserWarning" not in r.err
