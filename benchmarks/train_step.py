@@ -116,6 +116,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dtypes", default="fp32,bf16")
     args = ap.parse_args()
+    from diffusers.utils import logging as diffusers_logging
+
+    # ModelMixin.to(dtype) warns about "modules to keep in float32: []": noise above the table.
+    diffusers_logging.set_verbosity_error()
     rows = []
     diff = check_twin(args.model)
     if diff > 1e-4:
