@@ -130,7 +130,7 @@ def main() -> None:
         if dtype is torch.bfloat16 and not cpu_bf16_is_fast():
             # torch emulates bf16 here: a step takes ~20x its fp32 time, and an MFU against an
             # emulated matmul "peak" comes out above 100%, which says nothing about the model.
-            rows.append([name, "skipped: this CPU has no fast bf16 matmul (needs AVX-512)", "-", "-", "-", "-"])
+            rows.append([name, "skipped: no fast bf16 matmul on this CPU (x86 needs AVX-512)", "-", "-", "-", "-"])
             continue
         peak = matmul_flops_per_s(dtype)
         ours = make_step(args.model, dtype, args.batch, args.frames, args.size)

@@ -30,9 +30,9 @@ def resolve_dtype(name: str, device: torch.device, option: str = "--precision") 
     if name not in DTYPES:
         raise UserError(f"{option} {name!r} is not one of auto, {', '.join(DTYPES)}")
     if DTYPES[name] is torch.bfloat16 and device.type == "cpu" and not cpu_bf16_is_fast():
-        warnings.warn(f"{option} bf16: this CPU lacks the AVX-512 (or AVX-NE-CONVERT) instructions torch's "
-                      f"fast bf16 matmuls need, so bf16 runs many times slower than fp32 here; "
-                      f"use {option} fp32", OpenSoraWarning, stacklevel=2)
+        warnings.warn(f"{option} bf16: torch has no fast bf16 matmul for this CPU (on x86 it needs AVX-512 "
+                      f"or AVX-NE-CONVERT), so bf16 runs many times slower than fp32 here; use {option} fp32",
+                      OpenSoraWarning, stacklevel=2)
     return DTYPES[name]
 
 
