@@ -67,6 +67,8 @@ def _quiet_libraries() -> None:
     import logging
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Colossal-AI calls torch APIs that torch has deprecated (TypedStorage): not for the user to act on.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"colossalai(\.|$)")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

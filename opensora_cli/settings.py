@@ -13,6 +13,7 @@ import platformdirs
 import tomli_w
 
 from opensora.errors import ConfigError, UserError
+from opensora.training.plugins import PLUGINS
 
 # Every key the config file may hold: (type, built-in default, help). Keys are "section.name";
 # the environment variable is OPENSORA_SECTION_NAME.
@@ -30,7 +31,7 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "encode.num_workers": (int, 2, "decoding processes running beside the encoder"),
     "train.model": (str, "DiT/S-2", "model preset, e.g. DiT/XL-2"),
     "train.condition": (str, "cross-attn", "adaln | cross-attn | token-concat"),
-    "train.plugin": (str, "hybrid", "ddp | zero2 | gemini | hybrid"),
+    "train.plugin": (str, "hybrid", " | ".join(PLUGINS)),
     "train.precision": (str, "auto", "fp32 | bf16 | fp16 | auto"),
     "train.batch_size": (int, 4, "global batch size"),
     "train.lr": (float, 1e-4, "peak learning rate"),

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from opensora.errors import UserError
+from opensora.training.plugins import PLUGINS
 from opensora_cli.relaunch import relaunch
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
@@ -38,7 +39,7 @@ def train(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset [default: the newest under HOME/datasets].")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
     condition: Annotated[str | None, typer.Option("--condition", help="adaln | cross-attn | token-concat.")] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", help="Colossal-AI plugin: ddp | zero2 | gemini | hybrid.")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", help="Colossal-AI plugin: " + " | ".join(PLUGINS) + " (zero2, gemini: CUDA only).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,

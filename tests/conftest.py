@@ -146,6 +146,6 @@ def trained_checkpoint(tmp_path_factory, encoded_dataset) -> Path:
     """A tiny DiT trained for a few steps through the real CLI (one process)."""
     run = tmp_path_factory.mktemp("trained") / "run"
     r = run_opensora("train", "--data", encoded_dataset, "--model", "DiT/T-2", "--steps", "4", "--ckpt-every", "4",
-                     "--batch-size", "4", "--num-workers", "0", "--run-dir", run)
+                     "--batch-size", "4", "--num-workers", "0", "--run-dir", run, "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     return run / "ckpt-0000004"

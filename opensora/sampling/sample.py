@@ -100,6 +100,16 @@ def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tu
 
 def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list[SampleResult]:
     """Generate `num_samples` videos per prompt; write mp4 + JSON sidecar (+ PNG preview)."""
+    try:
+        return _sample_videos(cfg, progress)
+    finally:
+        if cfg.sp != "none":
+            from opensora.training.distributed import shutdown
+
+            shutdown()  # NCCL warns at exit about a process group left alive
+
+
+def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult]:
     from opensora.text.clip import TextEncoder
 
     if not cfg.prompts:

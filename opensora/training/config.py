@@ -8,8 +8,8 @@ from opensora.errors import collect
 from opensora.models.dit import CONDITIONS
 from opensora.models.presets import DiT_models
 from opensora.parallel.dims import SP_MODES
+from opensora.training.plugins import PLUGINS
 
-PLUGINS = ("ddp", "zero2", "gemini", "hybrid")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 

@@ -45,15 +45,17 @@ def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistEnv:
     standalone = "MASTER_ADDR" not in os.environ
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if not dist.is_initialized():
         # colossalai.launch would init with its default (30 min) timeout; a short one keeps a dead
         # peer from hanging the others, so we create the group ourselves and Colossal-AI reuses it.
+        # NCCL is told its device (device_id): otherwise it guesses from the rank and every
+        # barrier warns that it is "using the device under current context".
+        kw = {"timeout": timedelta(seconds=timeout_s), **({"device_id": dev} if use_cuda else {})}
         if standalone:  # one process: an in-memory store, no port to race other processes for
-            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
-                                    timeout=timedelta(seconds=timeout_s))
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, **kw)
         else:
-            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+            dist.init_process_group(backend=backend, rank=rank, world_size=world, **kw)
     if not use_cuda:
         share_cpu_threads()
     return DistEnv(rank, world, local_rank, dev, backend)

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,17 @@ from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig
 from opensora.training.data import DataPosition, make_loader
-from opensora.training.distributed import DistEnv, init_distributed, quiet
-from opensora.training.plugins import clips_itself, make_plugin
+from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
+from opensora.training.plugins import check_plugin, make_plugin, optimizer_clips
+from opensora.training.precision import (
+    TorchAmp,
+    colossal_scaler,
+    colossal_step_skipped,
+    grad_norm,
+    load_scaler_state,
+    master_params,
+    scaler_state,
+)
 
 PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # what Colossal-AI's plugins call them
 
@@ -41,6 +51,7 @@ class TrainSummary:
     samples_per_s: float = 0.0
     last_checkpoint: Path | None = None
     world_size: int = 1
+    skipped_steps: int = 0  # fp16 steps the loss scaler skipped (inf/NaN gradients)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -87,6 +98,14 @@ class Trainer:
                             f"{self.dims.dp_size} (world {self.env.world_size} / sp {cfg.sp_size})")
         self.per_rank_batch = cfg.batch_size // self.dims.dp_size
         self.dtype = resolve_dtype(cfg.precision, self.env.device)
+        self.precision = PRECISION_NAMES[self.dtype]
+        check_plugin(cfg.plugin, self.precision, self.env.device)  # before any data or model is loaded
+        # Who clips and measures the gradient: Colossal-AI's mixed-precision and ZeRO optimizers do it
+        # inside step() (they alone see the fp32/sharded gradients); otherwise we do, on the model's grads.
+        self.optimizer_clips = optimizer_clips(cfg.plugin, self.precision)
+        # ddp trains fp32 weights under autocast; the other plugins cast the model themselves.
+        self.amp = TorchAmp(self.dtype if cfg.plugin == "ddp" else torch.float32, self.env.device)
+        self.skipped_steps = 0
 
     def _broadcast(self, obj):
         objs = [obj]
@@ -126,7 +145,7 @@ class Trainer:
         with quiet():
             from colossalai.booster import Booster
 
-            self.plugin = make_plugin(cfg.plugin, PRECISION_NAMES[self.dtype], dev, cfg.grad_clip)
+            self.plugin = make_plugin(cfg.plugin, self.precision, dev, cfg.grad_clip)
             self.booster = Booster(plugin=self.plugin)
             self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(
                 model.to(dev), optimizer, lr_scheduler=lr_scheduler)
@@ -137,15 +156,10 @@ class Trainer:
 
     def _optimizer(self, model):
         params = [p for p in model.parameters() if p.requires_grad]
-        if self.env.device.type == "cuda":
-            try:
-                with quiet():
-                    from colossalai.nn.optimizer import HybridAdam
-                return HybridAdam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-            except Exception:  # no CUDA kernels built: fall back to torch's fused AdamW
-                pass
-        # HybridAdam/CPUAdam need CUDA-built kernels; on the CPU torch's AdamW is the one that works.
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        # torch's AdamW: fused on CUDA (one kernel for all parameters, nothing to build), foreach on CPU.
+        # Colossal-AI's HybridAdam would JIT-build two kernels (about 85 s) on every fresh machine.
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                 fused=self.env.device.type == "cuda")
 
     def _check_compatible(self, model, manifest: dict) -> None:
         mc = model.config
@@ -178,20 +192,32 @@ class Trainer:
         dist.barrier()
         if self.is_main:
             save_model_dir(tmp, self.model.unwrap(), self._meta(), ema=self.ema)
-        # TorchDDPPlugin cannot load its own sharded optimizer files on the CPU: save those whole.
-        self.booster.save_optimizer(self.optimizer, str(tmp / "optimizer"), shard=self.cfg.plugin != "ddp")
+        # Before the first successful step (every fp16 step skipped so far) the optimizer has no state,
+        # which Colossal-AI's ZeRO cannot save; a fresh optimizer is then exactly what resume needs.
+        has_state = self._optimizer_has_state()
+        if has_state:
+            # TorchDDPPlugin cannot load its own sharded optimizer files on the CPU: save those whole.
+            self.booster.save_optimizer(self.optimizer, str(tmp / "optimizer"), shard=self.cfg.plugin != "ddp")
         from safetensors.torch import save_file
 
+        rank = f"rank{self.env.rank:05d}"
         rng = {"loss_generator": self.gen.get_state(), "torch_cpu": torch.get_rng_state()}
         if self.env.device.type == "cuda":
             rng["torch_cuda"] = torch.cuda.get_rng_state(self.env.device)
-        save_file(rng, tmp / f"rng-rank{self.env.rank:05d}.safetensors")
+        save_file(rng, tmp / f"rng-{rank}.safetensors")
+        if self._saves_masters():
+            # The fp32 masters (ZeRO: this rank's shards): the saved model holds the 16-bit working
+            # weights, and masters rebuilt from those would not continue the run exactly.
+            save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(master_params(self.optimizer))},
+                      tmp / f"master-{rank}.safetensors")
         dist.barrier()
         if self.is_main:
             sched = {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
             state = {"step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
                      "world_size": self.env.world_size, "dp_size": self.dims.dp_size, "sp_size": self.dims.sp_size,
-                     "lr_scheduler": sched, "seed": self.cfg.seed}
+                     "lr_scheduler": sched, "seed": self.cfg.seed, "optimizer_state": has_state,
+                     "plugin": self.cfg.plugin, "precision": self.precision,
+                     "skipped_steps": self.skipped_steps, "loss_scaler": self._scaler_state()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             _fsync_tree(tmp)
             if final.exists():
@@ -209,15 +235,77 @@ class Trainer:
         if (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size):
             raise UserError(f"--resume {ckpt} was saved by {state['world_size']} processes (sp {state['sp_size']}); "
                             f"resume with the same --nproc/--sp-size to continue exactly")
-        self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
+        saved = (state.get("plugin", self.cfg.plugin), state.get("precision", self.precision))
+        if saved != (self.cfg.plugin, self.precision):
+            raise UserError(f"--resume {ckpt} was trained with --plugin {saved[0]} --precision {saved[1]}; "
+                            f"resume with those to continue exactly")
+        if state.get("optimizer_state", True):
+            self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
+            _steps_to_param_device(getattr(self.optimizer, "optim", self.optimizer))
+        rank = f"rank{self.env.rank:05d}"
+        if self._saves_masters():
+            masters = load_file(ckpt / f"master-{rank}.safetensors")
+            with torch.no_grad():
+                for i, p in enumerate(master_params(self.optimizer)):
+                    p.copy_(masters[str(i)])
+        self._load_scaler_state(state.get("loss_scaler") or {})
+        self.skipped_steps = state.get("skipped_steps", 0)
         self.lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None]})
         self.step = state["step"]
         self.position = DataPosition(state["epoch"], state["batch"])
-        rng = load_file(ckpt / f"rng-rank{self.env.rank:05d}.safetensors")
+        rng = load_file(ckpt / f"rng-{rank}.safetensors")
         self.gen.set_state(rng["loss_generator"])
         torch.set_rng_state(rng["torch_cpu"])
         if "torch_cuda" in rng and self.env.device.type == "cuda":
             torch.cuda.set_rng_state(rng["torch_cuda"], self.env.device)
+
+    def _optimizer_has_state(self) -> bool:
+        inner = getattr(self.optimizer, "optim", self.optimizer)
+        has = torch.tensor([float(len(inner.state) > 0)], device=self.env.device)
+        dist.all_reduce(has, op=dist.ReduceOp.MIN)  # every rank saves, or none
+        return bool(has.item() > 0)
+
+    def _saves_masters(self) -> bool:
+        # fp32 plugins have no separate masters (zero2's fp32 shards are copies of the saved model).
+        return self.cfg.plugin in ("hybrid", "zero2") and self.precision != "fp32"
+
+    def _scaler_state(self) -> dict:
+        scaler = colossal_scaler(self.optimizer)
+        return scaler_state(scaler) if scaler is not None else self.amp.state_dict()
+
+    def _load_scaler_state(self, state: dict) -> None:
+        scaler = colossal_scaler(self.optimizer)
+        if scaler is not None and state:
+            load_scaler_state(scaler, state)
+        else:
+            self.amp.load_state_dict(state)
+
+    def _optimizer_step(self, params) -> tuple[float | None, bool]:
+        """Clip, step and zero the gradients; (global gradient norm or None, whether the step was skipped)."""
+        cfg = self.cfg
+        if self.optimizer_clips:
+            self.optimizer.step()
+            skipped = colossal_step_skipped(self.optimizer)
+            norm = None if skipped else grad_norm(self.optimizer)
+        else:
+            inner = getattr(self.optimizer, "optim", self.optimizer)
+            self.amp.unscale_(inner)
+            # max_norm inf measures without clipping, so the norm is logged with --grad-clip 0 too
+            norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf))
+            skipped = self.amp.step(inner if self.amp.scaler is not None else self.optimizer)
+            if skipped or not math.isfinite(norm):
+                norm = None
+        self.optimizer.zero_grad()
+        with warnings.catch_warnings():
+            # The schedule counts steps, taken or skipped; torch warns when the first step was skipped.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.lr_scheduler.step()
+        return norm, skipped
+
+    def loss_scale(self) -> float | None:
+        """The fp16 loss scale now in force (None without one)."""
+        scaler = colossal_scaler(self.optimizer)
+        return float(scaler.scale.item()) if scaler is not None else self.amp.loss_scale
 
     # ---------------------------------------------------------------- loop
     def _batches(self):
@@ -253,18 +341,16 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             x0 = self.compressor.to_diffusion(batch["video"].to(dev))
-            loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                  self.diffusion, self.scheduler, self.gen)
-            self.booster.backward(loss, self.optimizer)
-            if cfg.grad_clip > 0 and not clips_itself(cfg.plugin):
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            with self.amp.autocast():
+                loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
+                                      self.diffusion, self.scheduler, self.gen)
+            self.booster.backward(self.amp.scale(loss), self.optimizer)
+            norm, skipped = self._optimizer_step(params)
+            if skipped:
+                self.skipped_steps += 1
             else:
-                grad_norm = float("nan")
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-            self.lr_scheduler.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - cfg.ema_decay)
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - cfg.ema_decay)
             self.step += 1
             logged = loss.detach().float().clone()
             dist.all_reduce(logged)
@@ -276,26 +362,46 @@ class Trainer:
             summary.losses.append(logged)
             if self.is_main:
                 lr = self.lr_scheduler.get_last_lr()[0]
-                rec = {"step": self.step, "loss": logged, "lr": lr, "grad_norm": grad_norm,
-                       "samples_per_s": cfg.batch_size / dt}
+                rec = {"step": self.step, "loss": logged, "lr": lr, "samples_per_s": cfg.batch_size / dt}
+                if norm is not None:  # a skipped step, or a plugin that does not measure it: absent
+                    rec["grad_norm"] = norm
+                scale = self.loss_scale()
+                if scale is not None:
+                    rec.update(loss_scale=scale, skipped=skipped, skipped_steps=self.skipped_steps)
                 with open(metrics, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 for k, v in rec.items():
                     if k != "step":
-                        writer.add_scalar(f"train/{k}", v, self.step)
-                self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps",
-                                            info={"loss": logged, "samples/s": cfg.batch_size / dt}))
+                        writer.add_scalar(f"train/{k}", float(v), self.step)
+                info = {"loss": logged, "samples/s": cfg.batch_size / dt}
+                if self.skipped_steps:
+                    info["skipped"] = self.skipped_steps
+                self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps", info=info))
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 summary.last_checkpoint = self.save_checkpoint()
         summary.samples_per_s = n_samples / max(time.perf_counter() - t_start, 1e-9)
+        summary.skipped_steps = self.skipped_steps
         batches.close()  # stops the persistent data workers
         if writer is not None:
             writer.close()
             (self.run_dir / "summary.json").write_text(json.dumps({
                 "start_step": summary.start_step, "steps": self.step, "samples_per_s": summary.samples_per_s,
                 "last_loss": summary.losses[-1] if summary.losses else None, "world_size": self.env.world_size,
-                "last_checkpoint": str(summary.last_checkpoint)}, indent=2))
+                "last_checkpoint": str(summary.last_checkpoint), "skipped_steps": self.skipped_steps}, indent=2))
         return summary
+
+
+def _steps_to_param_device(optimizer: torch.optim.Optimizer) -> None:
+    """Put Adam's step counters where torch's fused kernel wants them (on the parameter's device).
+
+    torch's own load_state_dict does this; Colossal-AI's checkpoint IO fills the state itself and
+    leaves them on the CPU, which fused AdamW refuses ("state_steps is on cpu").
+    """
+    if not optimizer.defaults.get("fused"):
+        return
+    for param, state in optimizer.state.items():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -314,9 +420,12 @@ def _fsync_tree(root: Path) -> None:
 
 def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
     """Train on this rank (all ranks of a torchrun job call this); returns the run's summary."""
-    trainer = Trainer(cfg, progress)
-    if trainer.env.world_size > 1:  # every rank must use rank 0's run directory
-        trainer.run_dir = Path(trainer._broadcast(str(trainer.run_dir)))
-        trainer.cfg.run_dir = str(trainer.run_dir)
-    trainer.setup()
-    return trainer.train()
+    try:
+        trainer = Trainer(cfg, progress)
+        if trainer.env.world_size > 1:  # every rank must use rank 0's run directory
+            trainer.run_dir = Path(trainer._broadcast(str(trainer.run_dir)))
+            trainer.cfg.run_dir = str(trainer.run_dir)
+        trainer.setup()
+        return trainer.train()
+    finally:
+        shutdown()  # NCCL warns at exit about a process group left alive

@@ -11,7 +11,7 @@ from opensora.data.video import read_video
 from tests.conftest import run_opensora
 
 TRAIN = ["train", "--model", "DiT/T-2", "--batch-size", "4", "--num-workers", "0", "--lr", "2e-3", "--steps", "4",
-         "--ckpt-every", "4", "--condition", "token-concat"]
+         "--ckpt-every", "4", "--condition", "token-concat", "--device", "cpu"]  # gloo; one GPU holds one rank
 
 
 def _losses(run):
@@ -33,7 +33,7 @@ def test_sp_training_matches_single_process(tmp_path, encoded_dataset, mode):
 @pytest.mark.timeout(300)
 def test_sp_sampling_equals_single_process(tmp_path, trained_checkpoint):
     args = ["sample", "a square", "--ckpt", trained_checkpoint, "--height", "16", "--width", "24", "--frames", "3",
-            "--fps", "3", "--steps", "3", "--seed", "4"]
+            "--fps", "3", "--steps", "3", "--seed", "4", "--device", "cpu"]
     assert run_opensora(*args, "-o", tmp_path / "one.mp4").returncode == 0
     r = run_opensora(*args, "-o", tmp_path / "sp.mp4", "--sp", "fastseq", "--nproc", "2")
     assert r.returncode == 0, r.stderr[-2000:]

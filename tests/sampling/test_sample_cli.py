@@ -81,7 +81,7 @@ def test_bf16_on_a_cpu_without_fast_bf16_is_one_warning_line(cli, tmp_path, trai
 
     monkeypatch.setattr(opensora.devices, "cpu_bf16_is_fast", lambda: fast)
     out = tmp_path / "x.mp4"
-    r = cli("sample", "x", "--ckpt", trained_checkpoint, *ARGS, "--precision", "bf16", "-o", out)
+    r = cli("sample", "x", "--ckpt", trained_checkpoint, *ARGS, "--precision", "bf16", "-o", out, "--device", "cpu")
     assert r.code == 0, r.err
     assert probe_video(out).frames == 4
     warned = [line for line in r.err.splitlines() if "warning:" in line]

@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import run_opensora
 
-TRAIN = ["train", "--model", "DiT/T-2", "--batch-size", "4", "--num-workers", "0", "--lr", "2e-3"]
+# Pinned to the CPU: 2-process gloo runs and CPU-only refusals (tests/gpu/ covers CUDA).
+TRAIN = ["train", "--model", "DiT/T-2", "--batch-size", "4", "--num-workers", "0", "--lr", "2e-3", "--device", "cpu"]
 
 
 def _losses(run: Path) -> list[float]:
@@ -88,6 +89,9 @@ def test_plugins_that_cannot_run_here_are_one_line(tmp_path, encoded_dataset):
     r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "r", "--steps", "1", "--plugin", "zero2")
     assert r.returncode == 2 and "--plugin zero2 needs a CUDA GPU" in r.stderr and "hybrid" in r.stderr
     assert "Traceback" not in r.stderr
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "g", "--steps", "1", "--plugin", "gemini")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "use --plugin zero2" in r.stderr
+    assert not (tmp_path / "g").exists()  # refused before anything was written
     r = run_opensora(*TRAIN, "--data", encoded_dataset, "--steps", "0", "--condition", "film", "--run-dir", tmp_path / "r")
     assert r.returncode == 2 and "--steps 0" in r.stderr and "--condition 'film'" in r.stderr
 
