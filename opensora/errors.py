@@ -13,6 +13,12 @@ class OpenSoraWarning(UserWarning):
     """Something that works but that the user likely wants to change; the CLI shows it as one line."""
 
 
+class Interrupted(OpenSoraError):
+    """Ctrl-C, with what the user can do next (exit code 130)."""
+
+    exit_code = 130
+
+
 class UserError(OpenSoraError):
     """Bad input: a missing file, a bad option or config value (exit code 2)."""
 

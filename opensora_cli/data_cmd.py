@@ -11,7 +11,7 @@ from rich.markup import escape
 from opensora.data.collate import collate_msrvtt
 from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
 from opensora.errors import UserError
-from opensora_cli.render import console, progress_bars, table
+from opensora_cli.render import console, next_line, progress_bars, table
 from opensora_cli.settings import Settings
 
 app = typer.Typer(help="Download, collate and encode video datasets.", no_args_is_help=True)
@@ -50,7 +50,7 @@ def download(
             w = generate_world(dest, WorldConfig(seed=seed, videos_per_combo=videos_per_combo), progress)
         console.print(f"generated {w.videos} videos, {w.captions} captions in {w.root}")
         console.print(f"held out of training (split test): {', '.join(w.held_out)}")
-        console.print(f"next: opensora data collate -d {dest}")
+        next_line(f"opensora data collate -d {dest}")
         return
     url = s.get("download.url", url) or MSRVTT_URL
     if force:
@@ -63,7 +63,7 @@ def download(
         resumed = f", resumed at {r.resumed_from:,} bytes" if r.resumed_from else ""
         console.print(f"downloaded {r.archive} ({r.bytes:,} bytes{resumed}), sha256 {r.sha256}")
         console.print(f"extracted into {r.dest}")
-    console.print(f"next: opensora data collate -d {r.dest}")
+    next_line(f"opensora data collate -d {r.dest}")
 
 
 @app.command()
@@ -91,8 +91,9 @@ def collate(
         if items:
             shown = ", ".join(items[:10]) + (" …" if len(items) > 10 else "")
             console.print(f"[yellow]{len(items)} {label}:[/yellow] {escape(shown)}")
-    first = sorted(r.videos)[0] if r.videos else "train"
-    console.print(f"next: opensora data encode -c {r.out / first / 'annotations.json'} -v {r.out / first / 'videos'}")
+    # the split to train on: "train" when there is one ("test" sorts first)
+    first = "train" if "train" in r.videos or not r.videos else sorted(r.videos)[0]
+    next_line(f"opensora data encode -c {r.out / first / 'annotations.json'} -v {r.out / first / 'videos'}")
 
 
 def _parse_size(size: str | None) -> tuple[int, int] | None:
@@ -161,12 +162,12 @@ def encode(
     if r.shapes:
         console.print(table("latent shapes", sorted(r.shapes.items()), ("shape", "rows")))
     for e in r.errors[:20]:
-        console.print(f"[yellow]skipped[/yellow] {escape(e['file'])} ({e['pairs']} pairs): "
+        console.print(f"[yellow]skipped[/yellow] {escape(e['file'])} ({e['pairs']} pair{'s' if e['pairs'] != 1 else ''}): "
                       + escape(f"{e['reason']} {e['detail']}".rstrip()))
     if len(r.errors) > 20:
         console.print(f"… and {len(r.errors) - 20} more")
     if r.errors:
         console.print(f"all skipped videos: {r.out / 'errors.jsonl'}")
-    console.print(f"next: opensora train --data {r.out}")
+    next_line(f"opensora train --data {r.out}")
     if not r.ok:
         raise typer.Exit(1)

@@ -102,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         with _warnings_as_lines():
             rv = app(args=argv, prog_name="opensora", standalone_mode=False)
-        if rv == 130:  # Typer turns Ctrl-C into a returned 130 without a word
+        # Typer turns Ctrl-C into a returned 130 without a word; --nproc workers leave it to their parent
+        if rv == 130 and not os.environ.get(relaunch.NPROC_CHILD):
             error_line("interrupted", hint_debug=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        error_line("interrupted", hint_debug=False)
+        if not os.environ.get(relaunch.NPROC_CHILD):
+            error_line("interrupted", hint_debug=False)
         return 130
     except OpenSoraError as e:
         if debug:
             raise
-        error_line(str(e), hint_debug=e.exit_code != 2)
+        error_line(str(e), hint_debug=e.exit_code == 1)  # bad input or Ctrl-C: the message says it all
         return e.exit_code
     except Exception as e:
         if debug:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # The argv of the running command (after "opensora"); main() fills it in.
 CURRENT_ARGV: list[str] = []
+# Set for the workers of `--nproc`: their parent reports an interruption, once.
+NPROC_CHILD = "_OPENSORA_NPROC_CHILD"
 
 
 def without_option(argv: list[str], option: str) -> list[str]:
@@ -21,9 +23,15 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 def relaunch(nproc: int, replace: dict[str, str]) -> None:
     """Run this command again on `nproc` local processes, without --nproc and with `replace` set."""
+    import os
+
     from opensora.training.launch import launch_local
 
     argv = list(CURRENT_ARGV)
     for option in ("--nproc", *replace):
         argv = without_option(argv, option)
-    launch_local(nproc, [*argv, *(x for kv in replace.items() for x in kv)])
+    os.environ[NPROC_CHILD] = "1"  # inherited by the workers
+    try:
+        launch_local(nproc, [*argv, *(x for kv in replace.items() for x in kv)])
+    finally:
+        del os.environ[NPROC_CHILD]

@@ -76,7 +76,7 @@ def table(title: str, rows: list[tuple], headers: tuple[str, ...] = ("", "")) ->
     """A two-or-more column rich table."""
     t = Table(title=title, show_header=any(headers), title_justify="left")
     for h in headers:
-        t.add_column(h)
+        t.add_column(h, overflow="fold")  # a path is folded onto the next line, never cut with "…"
     for r in rows:
         t.add_row(*(Text(str(x)) for x in r))  # cells are data, never markup
     return t
@@ -96,3 +96,8 @@ def error_line(message: str, hint_debug: bool = True) -> None:
 def warning_line(message: str) -> None:
     """Print one yellow warning line on stderr."""
     err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def next_line(command: str) -> None:
+    """Print the `next:` command on one line, never wrapped, so it can be copied whole."""
+    console.print(f"next: {command}", soft_wrap=True, highlight=False, markup=False)

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from opensora.errors import UserError
+from opensora.errors import Interrupted, UserError
 from opensora.training.plugins import PLUGINS
-from opensora_cli.relaunch import relaunch
-from opensora_cli.render import console, progress_bars, table
+from opensora_cli.relaunch import NPROC_CHILD, relaunch
+from opensora_cli.render import console, next_line, progress_bars, table
 from opensora_cli.settings import Settings
 
 
@@ -93,9 +93,11 @@ def train(
             run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
         if not worker:
             console.print(f"run: {run_dir}")
-    if nproc > 1 and not worker:
-        relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
-        _print_summary_from_disk(run_dir)
+    if nproc > 1 and not worker:  # rank 0 of the workers draws the progress and prints the summary
+        try:
+            relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
+        except KeyboardInterrupt:
+            raise Interrupted(_how_to_resume(run_dir)) from None
         return
     cfg = TrainConfig(
         data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
@@ -111,12 +113,27 @@ def train(
     from opensora.training.trainer import train as run_training
 
     main_rank = int(os.environ.get("RANK", 0)) == 0
-    if main_rank:
-        with progress_bars() as progress:
-            r = run_training(cfg, progress)
-        _print_summary(r)
-    else:
-        run_training(cfg)
+    try:
+        if main_rank:
+            with progress_bars() as progress:
+                r = run_training(cfg, progress)
+            _print_summary(r)
+        else:
+            run_training(cfg)
+    except KeyboardInterrupt:
+        if os.environ.get(NPROC_CHILD) or not main_rank:
+            raise typer.Exit(130) from None  # the --nproc parent (or rank 0) says it once for every rank
+        raise Interrupted(_how_to_resume(run_dir)) from None
+
+
+def _how_to_resume(run_dir: Path) -> str:
+    from opensora.checkpoint import checkpoints_of
+
+    ckpts = checkpoints_of(run_dir) if run_dir.is_dir() else []
+    if not ckpts:
+        return f"interrupted before the first checkpoint; nothing in {run_dir} to resume from"
+    return (f"interrupted; the last checkpoint is {ckpts[-1]}; continue with: "
+            f"opensora train --resume auto --run-dir {run_dir} (and the same options)")
 
 
 def _print_summary(r) -> None:
@@ -125,19 +142,5 @@ def _print_summary(r) -> None:
             ("last loss", f"{r.losses[-1]:.4f}" if r.losses else "-"),
             ("samples/s", f"{r.samples_per_s:.2f}"), ("checkpoint", r.last_checkpoint)]
     console.print(table("training done", rows))
-    console.print(f"next: opensora sample \"a prompt\" --ckpt {r.last_checkpoint}")
+    next_line(f"opensora sample \"a prompt\" --ckpt {r.last_checkpoint}")
 
-
-def _print_summary_from_disk(run_dir: Path) -> None:
-    import json
-
-    from opensora.checkpoint import checkpoints_of
-
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
-    ckpts = checkpoints_of(run_dir)
-    rows = [("run", run_dir), ("steps", metrics[-1]["step"] if metrics else 0),
-            ("last loss", f"{metrics[-1]['loss']:.4f}" if metrics else "-"),
-            ("checkpoint", ckpts[-1] if ckpts else "-")]
-    console.print(table("training done", rows))
-    if ckpts:
-        console.print(f"next: opensora sample \"a prompt\" --ckpt {ckpts[-1]}")

@@ -18,6 +18,7 @@ def under_torchrun() -> bool:
 
 def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> None:
     """Run `opensora ARGV` in `nproc` local processes; if one dies the agent stops the others."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -26,11 +27,18 @@ def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> 
         rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=monitor_interval,
         rdzv_configs={"timeout": 120}, start_method="spawn",
     )
-    # The agent logs each worker's exit at warning/error level; our one-line error says it better.
+    # The agent logs each worker's exit (and Ctrl-C) at warning/error level; our one-line error says it
+    # better. Its modules' loggers set their own level, so the parent's alone does not silence them.
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     entry = [sys.executable, "-c", "from opensora_cli.main import run; run()", *argv]
     try:
         elastic_launch(config, entrypoint=entry[0])(*entry[1:])
+    except SignalException as e:  # the agent turns Ctrl-C (SIGINT) into this after stopping the workers
+        if e.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         how = (f"signal {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0

@@ -21,6 +21,7 @@ from opensora.data.dataset import EncodedDataset
 from opensora.devices import DTYPES, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
 from opensora.errors import UserError
+from opensora.fsutil import share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig
@@ -219,6 +220,7 @@ class Trainer:
                      "plugin": self.cfg.plugin, "precision": self.precision,
                      "skipped_steps": self.skipped_steps, "loss_scaler": self._scaler_state()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            share_tree(tmp)
             _fsync_tree(tmp)
             if final.exists():
                 shutil.rmtree(final)
@@ -233,7 +235,8 @@ class Trainer:
 
         state = json.loads((ckpt / "trainer_state.json").read_text())
         if (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size):
-            raise UserError(f"--resume {ckpt} was saved by {state['world_size']} processes (sp {state['sp_size']}); "
+            n = state["world_size"]
+            raise UserError(f"--resume {ckpt} was saved by {n} process{'es' if n != 1 else ''} (sp {state['sp_size']}); "
                             f"resume with the same --nproc/--sp-size to continue exactly")
         saved = (state.get("plugin", self.cfg.plugin), state.get("precision", self.precision))
         if saved != (self.cfg.plugin, self.precision):

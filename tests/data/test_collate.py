@@ -21,6 +21,9 @@ def test_collate_splits_links_and_reports(cli, tmp_path):
     assert link.is_symlink() and link.resolve() == (tmp_path / "raw" / "MSRVTT" / "videos" / "all" / "video0.mp4")
     assert "video9" in r.out and "without captions" in r.out  # a video with no caption is reported
     assert "video8" in r.out and "without video" in r.out  # a caption with no video is reported
+    # the next step encodes the train split ("test" sorts first), on one line however long the path
+    nxt = [line for line in r.out.splitlines() if line.startswith("next:")]
+    assert nxt == [f"next: opensora data encode -c {out / 'train' / 'annotations.json'} -v {out / 'train' / 'videos'}"]
 
 
 def test_collate_rerun_is_idempotent(cli, tmp_path):

@@ -25,27 +25,33 @@ def _model(condition: str, seed: int = 0):
     return m
 
 
-def _inputs(b: int, shape, seed: int):
+def _inputs(b: int, shape, seed: int, device: torch.device | None = None):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, 4, *shape, generator=g)
     t = torch.randint(0, 1000, (b,), generator=g)
     text = torch.randn(b, TEXT_LEN, TEXT_DIM, generator=g)
     mask = torch.arange(TEXT_LEN)[None] < torch.randint(2, TEXT_LEN + 1, (b, 1), generator=g)
     target = torch.randn(b, 4, *shape, generator=g)
-    return x, t, text, mask, target
+    return tuple(v.to(device or "cpu") for v in (x, t, text, mask, target))
+
+
+def _device() -> torch.device:
+    """This rank's GPU under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def exactness(rank: int, world: int, mode: str, out: str) -> None:
     """SP forward/backward on `world` ranks vs the same model unsplit, for every conditioning."""
     report = []
+    device = _device()
     group = dist.new_group(list(range(world)))
     # (1, 6, 6): 9 video tokens (odd); (2, 4, 6): 12; token-concat adds 1 + TEXT_LEN more
     for condition in ("adaln", "cross-attn", "token-concat"):
         for shape in ((1, 6, 6), (2, 4, 6)):
-            ref = _model(condition)
+            ref = _model(condition).to(device)
             sp = copy.deepcopy(ref)
             ctx = sequence_parallelize(sp, mode, group, rank, world)
-            x, t, text, mask, target = _inputs(2, shape, seed=7)
+            x, t, text, mask, target = _inputs(2, shape, seed=7, device=device)
             y_ref = ref(x, t, text, mask)
             ((y_ref - target) ** 2).mean().backward()
             ctx.counter.reset()

@@ -14,17 +14,22 @@ from opensora.parallel.sequence import sequence_parallelize
 from tests.distributed.launcher import run_workers
 from tests.distributed.sp_workers import dp_sp_equivalence, exactness
 
+NCCL = pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs 2 GPUs"))
+
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["gloo", NCCL])
 @pytest.mark.parametrize("mode", ["ulysses", "fastseq"])
-def test_two_process_sp_equals_one_process(tmp_path, mode):
+def test_two_process_sp_equals_one_process(tmp_path, mode, backend):
     out = tmp_path / "report.json"
-    run_workers(exactness, 2, mode, str(out))
+    run_workers(exactness, 2, mode, str(out), backend=backend)
     report = json.loads(out.read_text())
     assert len(report) == 6 and any(r["tokens"] % 2 for r in report)  # an odd sequence length is covered
+    # CUDA's attention kernels tile a split sequence differently from a whole one: fp32 rounding only
+    tol = 1e-5 if backend == "gloo" else 1e-4
     for r in report:
-        assert r["out_err"] <= 1e-5, r
-        assert r["grad_err"] <= 1e-5, r
+        assert r["out_err"] <= tol, r
+        assert r["grad_err"] <= tol, r
         assert r["bytes"] == r["expected"], r  # counted bytes match the formula per block
 
 

@@ -6,12 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from opensora.data.video import read_video
 from tests.conftest import run_opensora
 
 TRAIN = ["train", "--model", "DiT/T-2", "--batch-size", "4", "--num-workers", "0", "--lr", "2e-3", "--steps", "4",
-         "--ckpt-every", "4", "--condition", "token-concat", "--device", "cpu"]  # gloo; one GPU holds one rank
+         "--ckpt-every", "4", "--condition", "token-concat", "--precision", "fp32"]
+# gloo on the CPU everywhere; NCCL (one GPU per rank) where two GPUs exist
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs"))]
 
 
 def _losses(run):
@@ -19,15 +22,16 @@ def _losses(run):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["ulysses", "fastseq"])
-def test_sp_training_matches_single_process(tmp_path, encoded_dataset, mode):
+def test_sp_training_matches_single_process(tmp_path, encoded_dataset, mode, device):
     base = tmp_path / "base"
-    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", base)
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", base, "--device", device)
     assert r.returncode == 0, r.stderr[-2000:]
     sp = tmp_path / "sp"
-    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", sp, "--sp", mode, "--nproc", "2")
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", sp, "--sp", mode, "--nproc", "2", "--device", device)
     assert r.returncode == 0, r.stderr[-2000:]
-    np.testing.assert_allclose(_losses(sp), _losses(base), rtol=1e-5)
+    np.testing.assert_allclose(_losses(sp), _losses(base), rtol=1e-5 if device == "cpu" else 1e-4)
 
 
 @pytest.mark.timeout(300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ def test_sample_writes_playable_mp4_with_sidecar_and_preview(cli, tmp_path, trai
     assert side["cfg_scale"] == (None if "--disable-cfg" in cfg_flags else 3.0)
     assert side["checkpoint"] == str(trained_checkpoint.resolve()) and side["weights"] == "ema"
     assert out.with_suffix(".png").stat().st_size > 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_same_seed_same_video_other_seed_differs(cli, tmp_path, trained_checkpoint):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -34,6 +35,10 @@ def test_bf16_resume_is_exact_and_grad_norm_is_real(tmp_path, encoded_dataset, p
     assert (state["plugin"], state["precision"], state["optimizer_state"]) == (plugin, "bf16", True)
     # hybrid keeps bf16 working weights (saved as the model) and fp32 masters (saved beside them)
     assert (ckpt / "master-rank00000.safetensors").exists() == (plugin == "hybrid")
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in ckpt.rglob("*") if f.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # teammates can read it (safetensors writes 0600)
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     shutil.rmtree(cut / "ckpt-0000004")

@@ -148,3 +148,23 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, encoded_dataset):
     assert r.returncode == 0, r.stderr[-2000:]
     assert [p.name for p in checkpoints_of(run)][-1] == "ckpt-0000008"
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_ctrl_c_names_the_last_checkpoint_and_how_to_resume(tmp_path, encoded_dataset, nproc):
+    run = tmp_path / "run"
+    proc = _popen([*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "100000", "--ckpt-every", "2",
+                   "--nproc", str(nproc)])
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "ckpt-0000002").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "interrupted; the last checkpoint is" in lines[0], err[-2000:]
+    assert "--resume auto" in lines[0] and str(run) in lines[0] and "Traceback" not in err
