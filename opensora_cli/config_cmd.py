@@ -39,7 +39,7 @@ def show(
     console.print(f"home: {s.home}")
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})  # `set train.lr -1` is a value
 def set_(
     key: Annotated[str, typer.Argument(help="section.name, e.g. train.model")],
     value: Annotated[str, typer.Argument(help="the new value")],
@@ -58,7 +58,8 @@ def unset(key: Annotated[str, typer.Argument(help="section.name")]) -> None:
 
     [bold]Example[/bold]: opensora config unset train.model
     """
-    console.print(f"removed {key} from {unset_value(key)}")
+    path, was_set = unset_value(key)
+    console.print(f"removed {key} from {path}" if was_set else f"{key} was not set in {path}; nothing to remove")
 
 
 @app.command("keys")

@@ -56,6 +56,15 @@ def sample(
         if not prompts_file.is_file():
             raise UserError(f"--prompts {prompts_file}: no such file; pass a text file with one prompt a line")
         texts += [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+    if not texts:  # before looking for a checkpoint: the first thing to fix is the missing prompt
+        raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
+    if ckpt is not None and not (ckpt / "opensora.json").exists() and ckpt.is_dir():
+        from opensora.checkpoint import checkpoints_of
+
+        runs = checkpoints_of(ckpt)
+        if runs:  # a run directory: its newest checkpoint
+            ckpt = runs[-1]
+            console.print(f"checkpoint: {ckpt} (the newest of the run)")
     if ckpt is None:
         configured = s.get("sample.ckpt")
         ckpt = Path(configured) if configured else newest_checkpoint(s.home / "runs")

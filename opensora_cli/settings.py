@@ -46,6 +46,52 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
 }
 
 
+def _choices(key: str) -> tuple[str, ...] | None:
+    """The values a key may take, from the library's registries (imported only when checked)."""
+    if key == "train.model":
+        from opensora.models.presets import DiT_models
+
+        return tuple(DiT_models)
+    if key == "train.condition":
+        from opensora.models.dit import CONDITIONS
+
+        return CONDITIONS
+    if key == "encode.compression":
+        from opensora.compression import COMPRESSIONS
+
+        return COMPRESSIONS
+    if key == "sample.sampler":
+        from opensora.diffusion.gaussian import SAMPLERS
+
+        return SAMPLERS
+    return {"train.plugin": tuple(PLUGINS), "train.precision": ("auto", "fp32", "bf16", "fp16")}.get(key)
+
+
+# Numeric keys: (smallest allowed, whether the smallest itself is allowed). NaN and infinities never are.
+_RANGES: dict[str, tuple[float, bool]] = {
+    "encode.fps": (0, False), "encode.max_seconds": (0, False), "encode.max_frames": (1, True),
+    "encode.batch_size": (1, True), "encode.num_workers": (0, True), "train.batch_size": (1, True),
+    "train.lr": (0, False), "train.steps": (1, True), "train.ckpt_every": (1, True), "train.keep": (1, True),
+    "sample.steps": (1, True), "sample.cfg_scale": (0, True),
+}
+
+
+def check_value(key: str, value: Any, where: str) -> None:
+    """Raise a ConfigError if `value` is not one `key` may take (choices, ranges), naming `where` it came from."""
+    import math
+
+    choices = _choices(key)
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError([f"{where}: {key} = {value!r} is not one of {', '.join(choices)}{hint}"])
+    if key in _RANGES and isinstance(value, (int, float)):
+        low, inclusive = _RANGES[key]
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ConfigError([f"{where}: {key} = {value!r} must be a finite number {bound}"])
+
+
 def config_path() -> Path:
     """The config file: $OPENSORA_CONFIG, else <user config dir>/config.toml."""
     env = os.environ.get("OPENSORA_CONFIG")
@@ -94,7 +140,11 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {path}: {e}; fix it or run `opensora config path` to locate it") from None
+        raise UserError(f"config file {path}: {e}; fix that line or delete the file "
+                        "(OPENSORA_CONFIG=/dev/null runs without it)") from None
+    except (UnicodeDecodeError, OSError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or str(e))
+        raise UserError(f"config file {path}: {why}; fix or delete it (OPENSORA_CONFIG=/dev/null runs without it)") from None
     values, problems = {}, []
     for key, value in _flatten(data).items():
         if key not in SCHEMA:
@@ -102,6 +152,7 @@ def read_config(path: Path) -> dict[str, Any]:
             continue
         try:
             values[key] = _coerce(key, value, f"config file {path}")
+            check_value(key, values[key], f"config file {path}")
         except ConfigError as e:
             problems.extend(e.problems)
     if problems:
@@ -120,29 +171,55 @@ def write_config(path: Path, values: dict[str, Any]) -> None:
     write_text_atomic(path, tomli_w.dumps(nested))
 
 
+# OPENSORA_* variables that are not config keys.
+_OTHER_ENV = {"OPENSORA_CONFIG", "OPENSORA_HOME", "OPENSORA_DEBUG", "OPENSORA_SHARED_DATA"}
+
+
+def read_environment() -> dict[str, Any]:
+    """The OPENSORA_SECTION_KEY variables, checked; an unknown OPENSORA_* name is an error, not ignored."""
+    values, problems = {}, []
+    known = {_env_name(k): k for k in SCHEMA}
+    for name, raw in os.environ.items():
+        if not name.startswith("OPENSORA_") or name in _OTHER_ENV:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, [*known, *_OTHER_ENV], n=1)
+            hint = f"did you mean {close[0]}?" if close else "see `opensora config keys`"
+            problems.append(f"environment variable {name} is not a setting ({hint})")
+            continue
+        key, where = known[name], f"environment variable {name}"
+        try:
+            values[key] = _coerce(key, raw, where)
+            check_value(key, values[key], where)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
 @dataclass
 class Settings:
-    """The merged defaults for one invocation."""
+    """The merged defaults for one invocation, read when first needed.
+
+    Commands that need no defaults (`config path`, `inspect`, ...) work even when the config
+    file is broken; the ones that do report the file's problem in one line.
+    """
 
     file: Path
-    values: dict[str, Any] = field(default_factory=dict)
+    _values: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls) -> Settings:
-        """Read the config file and the OPENSORA_* environment."""
-        path = config_path()
-        values = read_config(path)
-        problems = []
-        for key in SCHEMA:
-            env = os.environ.get(_env_name(key))
-            if env is not None:
-                try:
-                    values[key] = _coerce(key, env, f"environment variable {_env_name(key)}")
-                except ConfigError as e:
-                    problems.extend(e.problems)
-        if problems:
-            raise ConfigError(problems)
-        return cls(path, values)
+        """Settings over the config file and the OPENSORA_* environment (read on first use)."""
+        return cls(config_path())
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Config file values overlaid with the environment's, every problem in one error."""
+        if self._values is None:
+            self._values = {**read_config(self.file), **read_environment()}
+        return self._values
 
     def get(self, key: str, flag: Any = None) -> Any:
         """The flag if given, else the environment/config value, else the built-in default."""
@@ -174,14 +251,21 @@ def set_value(key: str, raw: str) -> tuple[Path, Any]:
     path = config_path()
     values = read_config(path)
     values[key] = _coerce(key, raw, f"`opensora config set {key}`")
+    check_value(key, values[key], f"`opensora config set {key}`")
     write_config(path, values)
     return path, values[key]
 
 
-def unset_value(key: str) -> Path:
-    """Remove one key from the config file."""
+def unset_value(key: str) -> tuple[Path, bool]:
+    """Remove one key from the config file; (file, whether it was set)."""
+    if key not in SCHEMA:
+        close = difflib.get_close_matches(key, list(SCHEMA), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else " (see `opensora config keys`)"
+        raise UserError(f"unknown config key '{key}'{hint}")
     path = config_path()
     values = read_config(path)
-    values.pop(key, None)
-    write_config(path, values)
+    was_set = values.pop(key, None) is not None
+    if was_set:
+        write_config(path, values)
+    return path, was_set
     return path

@@ -162,6 +162,7 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
         frames = compressor.decode_diffusion(x0)[0].cpu().numpy()  # (T, H, W, 3) uint8
         write_video(path, frames, cfg.fps)
         preview = None
+        path.with_suffix(".png").unlink(missing_ok=True)  # never leave an earlier prompt's sheet beside this video
         if cfg.preview:
             from PIL import Image
 

@@ -73,7 +73,48 @@ def test_config_errors_name_file_and_key(cli, isolated_user_dirs):
     assert "config.toml" in r.err and "train.bogus" in r.err and "train.steps" in r.err
     (isolated_user_dirs / "config.toml").write_text("[train\n")
     r = cli("config", "show")
-    assert r.code == 2 and "config.toml" in r.err
+    assert r.code == 2 and "config.toml" in r.err and "delete" in r.err
+
+
+def test_a_broken_config_file_does_not_lock_out_what_needs_no_defaults(cli, isolated_user_dirs, video_dir):
+    cfg = isolated_user_dirs / "config.toml"
+    cfg.write_text("[train\n")
+    r = cli("config", "path")
+    assert r.code == 0 and r.out.strip() == str(cfg)  # the file the error names can be found
+    assert cli("inspect", video_dir / "a.mp4").code == 0  # unrelated commands still work
+    assert cli("config", "keys").code == 0
+    r = cli("config", "set", "train.steps", "10")
+    assert r.code == 2 and str(cfg) in r.err and "line 1" in r.err  # never rewrites a file it cannot read
+    cfg.write_bytes(b"[train]\nmodel = '\xff'\n")
+    r = cli("config", "show")
+    assert r.code == 2 and "not UTF-8" in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("train.model", "DiT/Q-9", "train.model = 'DiT/Q-9' is not one of"),
+    ("encode.compression", "foo", "encode.compression = 'foo' is not one of raw, vqvae, sdvae"),
+    ("train.lr", "-1", "train.lr = -1.0 must be a finite number > 0"),
+    ("sample.cfg_scale", "nan", "sample.cfg_scale = nan must be a finite number"),
+    ("train.plugin", "zero3", "train.plugin = 'zero3' is not one of"),
+])
+def test_config_set_checks_the_value(cli, isolated_user_dirs, key, value, message):
+    r = cli("config", "set", key, value)
+    assert r.code == 2 and message in r.err, r.err
+    assert not (isolated_user_dirs / "config.toml").exists()  # nothing written
+
+
+def test_config_unset_and_environment_are_checked(cli, monkeypatch):
+    r = cli("config", "unset", "train.nothing")
+    assert r.code == 2 and "unknown config key 'train.nothing'" in r.err
+    r = cli("config", "unset", "train.model")
+    assert r.code == 0 and "was not set" in r.out
+    monkeypatch.setenv("OPENSORA_TRAIN_STEPZ", "3")
+    r = cli("config", "show")
+    assert r.code == 2 and "OPENSORA_TRAIN_STEPZ is not a setting (did you mean OPENSORA_TRAIN_STEPS?)" in r.err
+    monkeypatch.delenv("OPENSORA_TRAIN_STEPZ")
+    monkeypatch.setenv("OPENSORA_TRAIN_MODEL", "DiT/Q-9")
+    r = cli("config", "show")
+    assert r.code == 2 and "environment variable OPENSORA_TRAIN_MODEL" in r.err
 
 
 def test_inspect_video_table_and_json(cli, video_dir):

@@ -79,6 +79,19 @@ def test_model_check_and_missing_ckpt(cli, tmp_path, trained_checkpoint):
     assert r.code == 2 and "not a checkpoint" in r.err
 
 
+def test_run_directory_means_its_newest_checkpoint_and_prompt_comes_first(cli, tmp_path, trained_checkpoint):
+    out = tmp_path / "x.mp4"
+    r = cli("sample", "x", "--ckpt", trained_checkpoint.parent, *ARGS, "-o", out, "--preview")
+    assert r.code == 0, r.err
+    assert json.loads(out.with_suffix(".json").read_text())["checkpoint"] == str(trained_checkpoint.resolve())
+    assert out.with_suffix(".png").exists()
+    r = cli("sample", "y", "--ckpt", trained_checkpoint.parent, *ARGS, "-o", out)  # again, without --preview
+    assert r.code == 0, r.err
+    assert not out.with_suffix(".png").exists()  # no stale sheet of the previous prompt beside the new video
+    r = cli("sample", "--ckpt", tmp_path / "nowhere")
+    assert r.code == 2 and "no prompt given" in r.err  # the missing prompt is named before the checkpoint
+
+
 @pytest.mark.parametrize("fast", [False, True], ids=["emulated-bf16", "fast-bf16"])
 def test_bf16_on_a_cpu_without_fast_bf16_is_one_warning_line(cli, tmp_path, trained_checkpoint, monkeypatch, fast):
     import opensora.devices
