@@ -69,6 +69,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+STAGES = ("world", "collated", "text-encoder", "dataset", "run", "samples")
+# What the stages are built from; sampling-only settings may change between reruns.
+_NOT_RECORDED = ("out", "num_workers", "samples_per_prompt", "sample_steps", "cfg_scale")
+
+
+def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
+    """Keep `out`'s stages only if they were built with `cfg`'s settings; else say what differs and rebuild."""
+    import json
+    import shutil
+    import warnings
+    from dataclasses import asdict
+
+    from opensora.errors import OpenSoraWarning
+    from opensora.fsutil import write_json_atomic
+
+    settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in _NOT_RECORDED}))
+    record = out / "demo.json"
+    built = [st for st in STAGES if (out / st).exists()]
+    if record.exists():
+        old = json.loads(record.read_text())
+        diffs = [f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+    else:
+        diffs = ["no record of the settings they were built with"] if built else []
+    if diffs and built:
+        warnings.warn(f"{out} holds a demo built with other settings ({'; '.join(diffs)}); rebuilding it "
+                      "(pass another --out to keep both)", OpenSoraWarning, stacklevel=3)
+        for st in built:
+            shutil.rmtree(out / st)
+    write_json_atomic(record, settings)
+
+
 def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     """Run every stage into cfg.out (rerunning continues: finished stages are reused)."""
     import time
@@ -83,6 +114,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     from opensora.training.trainer import train
 
     out = Path(cfg.out)
+    _reuse_or_rebuild(out, cfg)
     world = generate_world(out / "world", cfg.world, progress)
     collated = out / "collated"
     collate_msrvtt(world.root, collated, progress)

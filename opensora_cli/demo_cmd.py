@@ -14,8 +14,8 @@ from opensora_cli.settings import Settings
 
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Demo directory [default: HOME/demo].")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Training steps [default: the demo's own].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Demo directory \\[default: HOME/demo, or HOME/demo-quick with --quick].")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps \\[default: the demo's own].")] = None,
     samples: Annotated[int, typer.Option("--samples", help="Videos per held-out prompt.")] = 3,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny run (a minute): checks the pipeline, learns little.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world, training and sampling.")] = 0,
@@ -23,7 +23,8 @@ def demo(
     """Generate a video world, encode it, train a small DiT, sample held-out prompts, judge them.
 
     Prompts whose colour x shape x direction were never seen in training are sampled; each video is
-    judged for colour and direction. Rerunning continues (finished stages are reused).
+    judged for colour and direction. Rerunning continues (finished stages are reused when they were
+    built with the same settings; otherwise the directory is rebuilt, with a warning saying why).
 
     [bold]Examples[/bold]
       opensora demo
@@ -33,7 +34,7 @@ def demo(
     from opensora.demo import DEMO_SIZES, DemoConfig, run_demo
 
     s: Settings = ctx.obj
-    out = out or s.home / "demo"
+    out = out or s.home / ("demo-quick" if quick else "demo")  # a quick run never feeds a full one
     cfg = DemoConfig(out=out, seed=seed, samples_per_prompt=samples, world=WorldConfig(seed=seed, sizes=DEMO_SIZES))
     if quick:
         cfg.steps, cfg.sample_steps, cfg.samples_per_prompt = 30, 5, 1

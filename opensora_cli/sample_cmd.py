@@ -19,7 +19,7 @@ def sample(
     ctx: typer.Context,
     prompts: Annotated[list[str] | None, typer.Argument(help="One or more prompts.")] = None,
     prompts_file: Annotated[Path | None, typer.Option("--prompts", help="A file with one prompt a line.")] = None,
-    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="Checkpoint or model dir [default: newest of the newest run].")] = None,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="Checkpoint or model dir \\[default: newest of the newest run].")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Check the checkpoint is this preset.")] = None,
     height: Annotated[int, typer.Option("--height", help="Video height in pixels.")] = 256,
     width: Annotated[int, typer.Option("--width", help="Video width in pixels.")] = 256,

@@ -36,7 +36,7 @@ def newest_run(home: Path) -> Path | None:
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset [default: the newest under HOME/datasets].")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset \\[default: the newest under HOME/datasets].")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
     condition: Annotated[str | None, typer.Option("--condition", help="adaln | cross-attn | token-concat.")] = None,
     plugin: Annotated[str | None, typer.Option("--plugin", help="Colossal-AI plugin: " + " | ".join(PLUGINS) + " (zero2, gemini: CUDA only).")] = None,
@@ -53,13 +53,13 @@ def train(
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and noise.")] = 42,
     sp: Annotated[str, typer.Option("--sp", help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
-    sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence [default: all when --sp is set].")] = None,
+    sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence \\[default: all when --sp is set].")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="Start N local processes (torchrun's machinery).")] = 1,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loading workers per process.")] = 2,
     prediction: Annotated[str, typer.Option("--prediction", help="epsilon | v_prediction.")] = "epsilon",
     cfg_dropout: Annotated[float, typer.Option("--cfg-dropout", help="Probability of training on the null text.")] = 0.1,
     temporal_patch: Annotated[int, typer.Option("--temporal-patch", help="Frames per patch (spatial patch from --model).")] = 1,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory [default: HOME/runs/TIME-MODEL].")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory \\[default: HOME/runs/TIME-MODEL].")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
 ) -> None:

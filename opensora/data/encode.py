@@ -127,6 +127,9 @@ def _prepare_out(cfg: EncodeConfig) -> dict:
         shutil.rmtree(out)
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
+        if old.get("settings") != cfg.settings() and not old.get("complete") and not any((out / "shards").glob("shard-*")):
+            shutil.rmtree(out)  # an earlier run failed before writing anything: nothing to keep or protect
+            return _prepare_out(cfg)
         if old.get("settings") != cfg.settings():
             changed = sorted(k for k in cfg.settings() if old.get("settings", {}).get(k) != cfg.settings()[k])
             raise UserError(f"--out {out} holds a dataset encoded with other settings ({', '.join(changed)}); "

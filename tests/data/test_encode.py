@@ -130,6 +130,16 @@ def test_other_settings_need_overwrite(cli, tmp_path, video_dir, tiny_text_encod
     assert EncodedDataset(tmp_path / "o").latent_shape(0) == (4, 32, 48, 3)
 
 
+def test_a_failed_encode_does_not_block_the_corrected_rerun(cli, tmp_path, video_dir, tiny_text_encoder):
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
+    args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--num-workers", "0"]
+    r = cli(*args, "--text-encoder", tmp_path / "no-such-encoder")  # fails before writing any shard
+    assert r.code != 0 and (tmp_path / "o" / "manifest.json").exists()
+    r = cli(*args, "--text-encoder", tiny_text_encoder)
+    assert r.code == 0, r.err
+    assert EncodedDataset(tmp_path / "o").latent_shape(0) == (8, 32, 48, 3)
+
+
 def test_default_output_under_home(cli, tmp_path, video_dir, tiny_text_encoder, isolated_user_dirs):
     caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
     r = cli("data", "encode", "-c", caps, "-v", video_dir, "--text-encoder", tiny_text_encoder, "--num-workers", "0")

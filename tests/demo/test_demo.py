@@ -66,3 +66,22 @@ def test_quick_demo_end_to_end(cli, tmp_path):
         assert p.with_suffix(".png").exists() and json.loads(p.with_suffix(".json").read_text())["prompt"]
     assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
     assert "colour accuracy" in r.out and "videos and previews" in r.out
+
+
+def test_a_demo_directory_built_with_other_settings_is_rebuilt_not_reused(tmp_path):
+    import dataclasses
+
+    from opensora.demo import DemoConfig, _reuse_or_rebuild
+    from opensora.errors import OpenSoraWarning
+
+    out = tmp_path / "demo"
+    quick = DemoConfig(out=out, steps=30)
+    _reuse_or_rebuild(out, quick)
+    (out / "dataset").mkdir()
+    (out / "dataset" / "manifest.json").write_text("{}")
+    _reuse_or_rebuild(out, dataclasses.replace(quick, sample_steps=5))  # sampling-only: stages kept
+    assert (out / "dataset" / "manifest.json").exists()
+    with pytest.warns(OpenSoraWarning, match=r"other settings \(steps 30 -> 5000\); rebuilding"):
+        _reuse_or_rebuild(out, DemoConfig(out=out))
+    assert not (out / "dataset").exists()
+    assert json.loads((out / "demo.json").read_text())["steps"] == 5000
