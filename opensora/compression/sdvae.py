@@ -15,6 +15,9 @@ def load_autoencoder_kl(path: str):
     """AutoencoderKL.from_pretrained on a hub id or a local directory, with a clear error."""
     from diffusers import AutoencoderKL
 
+    from opensora.hub import check_loadable
+
+    check_loadable(str(path), "--vae")
     try:
         return AutoencoderKL.from_pretrained(path)
     except (OSError, ValueError) as e:

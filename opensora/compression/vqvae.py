@@ -214,6 +214,9 @@ class VQVAE(nn.Module):
         """Load from a directory (config.json + safetensors/bin), a VideoGPT .ckpt, or a hub id."""
         p = Path(path)
         if not p.exists():
+            from opensora.hub import check_loadable
+
+            check_loadable(str(path), "--vae")
             p = _hub_download(str(path))
         if p.is_file():  # a VideoGPT Lightning checkpoint: hyper_parameters + state_dict
             ckpt = _load_lightning(p)

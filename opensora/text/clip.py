@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from opensora.errors import UserError
+from opensora.hub import check_loadable
 
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 
@@ -19,6 +20,7 @@ class TextEncoder:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         self.path, self.device, self.batch_size = str(path), torch.device(device), batch_size
+        check_loadable(self.path, "--text-encoder")
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(self.path)
             self.model = CLIPTextModel.from_pretrained(self.path).to(self.device).eval()

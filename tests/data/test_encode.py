@@ -194,3 +194,19 @@ def test_kill_9_then_resume_gives_every_row_once(tmp_path, tiny_text_encoder):
     pairs = [(ds.table.column("video_file")[i].as_py(), ds[i]["caption"]) for i in range(len(ds))]
     assert pairs == [(f"v{i:02d}.mp4", f"{k} {i}") for i in range(n) for k in ("video", "clip")]
     assert not list((out / "shards").glob(".*tmp"))
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["offline-set", "hub-unreachable"])
+def test_an_unreachable_hub_id_fails_in_seconds_naming_the_fix(tmp_path, video_dir, env):
+    import time
+
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
+    t0 = time.time()
+    r = run_opensora("data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--num-workers", "0",
+                     "--text-encoder", "nobody/no-such-clip", env={"HF_HUB_OFFLINE": "", **env})
+    assert time.time() - t0 < 60  # (huggingface_hub's own retries took ~5 minutes)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "--text-encoder nobody/no-such-clip" in lines[0] and "--local-dir DIR" in lines[0]
+    assert ("HF_HUB_OFFLINE is set" in lines[0]) == ("HF_HUB_OFFLINE" in env)
