@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from opensora_cli import choices
 from opensora_cli.render import console, print_json, table
 from opensora_cli.settings import SCHEMA, Settings, config_path, set_value, unset_value
 
@@ -41,7 +42,7 @@ def show(
 
 @app.command("set", context_settings={"ignore_unknown_options": True})  # `set train.lr -1` is a value
 def set_(
-    key: Annotated[str, typer.Argument(help="section.name, e.g. train.model")],
+    key: Annotated[str, typer.Argument(help="section.name, e.g. train.model", autocompletion=choices.complete_config_key)],
     value: Annotated[str, typer.Argument(help="the new value")],
 ) -> None:
     """Set one default in the config file.
@@ -53,7 +54,7 @@ def set_(
 
 
 @app.command("unset")
-def unset(key: Annotated[str, typer.Argument(help="section.name")]) -> None:
+def unset(key: Annotated[str, typer.Argument(help="section.name", autocompletion=choices.complete_config_key)]) -> None:
     """Remove one default from the config file.
 
     [bold]Example[/bold]: opensora config unset train.model

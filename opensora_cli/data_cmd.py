@@ -11,6 +11,7 @@ from rich.markup import escape
 from opensora.data.collate import collate_msrvtt
 from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
 from opensora.errors import UserError
+from opensora_cli import choices
 from opensora_cli.render import console, next_line, progress_bars, table
 from opensora_cli.settings import Settings
 
@@ -114,7 +115,7 @@ def encode(
     captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}.")],
     videos: Annotated[Path, typer.Option("--videos", "-v", help="Directory holding the videos named in the captions.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset directory \\[default: HOME/datasets/NAME].")] = None,
-    compression: Annotated[str | None, typer.Option("--compression", help="raw | vqvae | sdvae.")] = None,
+    compression: Annotated[str | None, typer.Option("--compression", autocompletion=choices.complete_compression, help="raw | vqvae | sdvae.")] = None,
     vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory.")] = None,
     text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory.")] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate \\[default: the video's own].")] = None,

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from opensora.errors import UserError
+from opensora_cli import choices
 from opensora_cli.relaunch import relaunch
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
@@ -27,7 +28,7 @@ def sample(
     sec: Annotated[float, typer.Option("--sec", help="Length in seconds (frames = sec x fps).")] = 2.0,
     frames: Annotated[int | None, typer.Option("--frames", help="Length in frames (instead of --sec).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.")] = None,
-    sampler: Annotated[str | None, typer.Option("--sampler", help="ddim | dpm.")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", autocompletion=choices.complete_sampler, help="ddim | dpm.")] = None,
     cfg_scale: Annotated[float | None, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = None,
     disable_cfg: Annotated[bool, typer.Option("--disable-cfg", help="One forward per step, no guidance.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Noise seed (sample i of prompt k uses seed + k*n + i).")] = 0,
@@ -37,7 +38,7 @@ def sample(
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | auto.")] = "fp32",
     out: Annotated[str, typer.Option("--out", "-o", help="Output mp4 (numbered when several).")] = "sample.mp4",
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG contact sheet.")] = False,
-    sp: Annotated[str, typer.Option("--sp", help="Sequence parallelism over --nproc ranks: none | ulysses | fastseq.")] = "none",
+    sp: Annotated[str, typer.Option("--sp", autocompletion=choices.complete_sp, help="Sequence parallelism over --nproc ranks: none | ulysses | fastseq.")] = "none",
     nproc: Annotated[int, typer.Option("--nproc", help="Local processes (with --sp).")] = 1,
 ) -> None:
     """Generate videos from text with a trained checkpoint; writes mp4 + JSON sidecar.

@@ -11,6 +11,7 @@ import typer
 
 from opensora.errors import Interrupted, UserError
 from opensora.training.plugins import PLUGINS
+from opensora_cli import choices
 from opensora_cli.relaunch import NPROC_CHILD, relaunch
 from opensora_cli.render import console, next_line, progress_bars, table
 from opensora_cli.settings import Settings
@@ -37,10 +38,10 @@ def newest_run(home: Path) -> Path | None:
 def train(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset \\[default: the newest under HOME/datasets].")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
-    condition: Annotated[str | None, typer.Option("--condition", help="adaln | cross-attn | token-concat.")] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", help="Colossal-AI plugin: " + " | ".join(PLUGINS) + " (zero2, gemini: CUDA only).")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", autocompletion=choices.complete_model, help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
+    condition: Annotated[str | None, typer.Option("--condition", autocompletion=choices.complete_condition, help="adaln | cross-attn | token-concat.")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", autocompletion=choices.complete_plugin, help="Colossal-AI plugin: " + " | ".join(PLUGINS) + " (zero2, gemini: CUDA only).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto | fp32 | bf16 | fp16.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
@@ -52,7 +53,7 @@ def train(
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and noise.")] = 42,
-    sp: Annotated[str, typer.Option("--sp", help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
+    sp: Annotated[str, typer.Option("--sp", autocompletion=choices.complete_sp, help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
     sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence \\[default: all when --sp is set].")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="Start N local processes (torchrun's machinery).")] = 1,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loading workers per process.")] = 2,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING
 
 from opensora.errors import UserError
-from opensora.models.dit import VideoDiT
+
+if TYPE_CHECKING:  # names and sizes are read without torch (shell completion, config checks)
+    from opensora.models.dit import VideoDiT
 
 SIZES = {  # name: (depth, hidden, heads), as in the DiT paper; T is ours
     "T": (3, 128, 4),
@@ -32,7 +35,7 @@ def model_config(name: str, temporal_patch: int = 1) -> dict:
 def create_model(name: str, in_channels: int, condition: str, text_dim: int, text_len: int,
                  temporal_patch: int = 1) -> VideoDiT:
     """A freshly initialised VideoDiT of preset `name`."""
-    from opensora.models.dit import CONDITIONS
+    from opensora.models.dit import CONDITIONS, VideoDiT
 
     if condition not in CONDITIONS:
         raise UserError(f"--condition {condition!r} is not one of {', '.join(CONDITIONS)}")

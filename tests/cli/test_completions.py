@@ -27,3 +27,17 @@ def test_completion_lists_commands_and_options():
     env = {"_OPENSORA_COMPLETE": "complete_bash", "COMP_WORDS": "opensora data download --d", "COMP_CWORD": "3"}
     r = run_opensora(env=env)
     assert "--dest" in r.stdout.split()
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("opensora train --plugin ", ["hybrid", "ddp", "zero2"]),
+    ("opensora train --model DiT/X", ["DiT/XL-2", "DiT/XL-4", "DiT/XL-8"]),
+    ("opensora train --condition ", ["adaln", "cross-attn", "token-concat"]),
+    ("opensora train --sp ", ["none", "ulysses", "fastseq"]),
+    ("opensora data encode --compression ", ["raw", "vqvae", "sdvae"]),
+    ("opensora config set train.m", ["train.model"]),
+])
+def test_values_complete_from_the_registries(words, expected):
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    r = run_opensora(env={"_OPENSORA_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+    assert r.stdout.split() == expected, r.stderr
