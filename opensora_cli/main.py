@@ -12,7 +12,16 @@ import typer
 
 from opensora import __version__
 from opensora.errors import OpenSoraError, OpenSoraWarning
-from opensora_cli import config_cmd, data_cmd, demo_cmd, inspect_cmd, relaunch, sample_cmd, train_cmd
+from opensora_cli import (
+    config_cmd,
+    data_cmd,
+    demo_cmd,
+    doctor_cmd,
+    inspect_cmd,
+    relaunch,
+    sample_cmd,
+    train_cmd,
+)
 from opensora_cli.render import error_line, warning_line
 from opensora_cli.settings import Settings
 
@@ -30,6 +39,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("train")(train_cmd.train)
 app.command("sample")(sample_cmd.sample)
 app.command("demo")(demo_cmd.demo)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 

@@ -156,3 +156,14 @@ def test_ctrl_c_exits_130_cleanly(tmp_path):
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_doctor_reports_and_fails_on_a_broken_config(cli, isolated_user_dirs):
+    r = cli("doctor")
+    assert r.code == 0, r.out
+    for name in ("python", "torch", "colossalai", "diffusers", "transformers", "datasets", "av", "hub", "config", "home"):
+        assert any(line.startswith(f"│ {name} ") for line in r.out.splitlines()), name
+    (isolated_user_dirs / "config.toml").write_text("[train\n")
+    r = cli("doctor")
+    assert r.code == 1 and "PROBLEM" in r.out
+    assert any(line.startswith("fix (config): config file") and "delete" in line for line in r.out.splitlines())
