@@ -149,7 +149,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
         scfg = SampleConfig(prompts=[prompt], ckpt=str(result.checkpoint), height=cfg.height, width=cfg.width,
                             fps=cfg.world.fps, frames=cfg.frames, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
                             seed=cfg.seed, num_samples=cfg.samples_per_prompt, device="cpu",
-                            out=str(samples / f"{_slug(prompt)}.mp4"), preview=True)
+                            out=str(samples / f"{_slug(prompt)}.mp4"), preview=True, overwrite=True)
         for r in sample_videos(scfg, progress):
             result.videos.append(r.video)
             result.previews.append(r.preview)

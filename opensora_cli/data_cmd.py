@@ -13,7 +13,7 @@ from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
 from opensora.errors import UserError
 from opensora_cli import choices
 from opensora_cli.render import console, next_line, progress_bars, table
-from opensora_cli.settings import Settings
+from opensora_cli.settings import Settings, default_help
 
 app = typer.Typer(help="Download, collate and encode video datasets.", no_args_is_help=True)
 
@@ -115,16 +115,16 @@ def encode(
     captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}.")],
     videos: Annotated[Path, typer.Option("--videos", "-v", help="Directory holding the videos named in the captions.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset directory \\[default: HOME/datasets/NAME].")] = None,
-    compression: Annotated[str | None, typer.Option("--compression", autocompletion=choices.complete_compression, help="raw | vqvae | sdvae.")] = None,
-    vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory.")] = None,
-    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory.")] = None,
-    fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate \\[default: the video's own].")] = None,
-    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Skip (filter) longer videos.")] = None,
-    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Skip (filter) videos with more frames.")] = None,
+    compression: Annotated[str | None, typer.Option("--compression", autocompletion=choices.complete_compression, help="raw | vqvae | sdvae." + default_help("encode.compression"))] = None,
+    vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory." + default_help("encode.vae"))] = None,
+    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory." + default_help("encode.text_encoder"))] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate" + default_help("encode.fps"))] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Skip (filter) longer videos." + default_help("encode.max_seconds"))] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Skip (filter) videos with more frames." + default_help("encode.max_frames"))] = None,
     size: Annotated[str | None, typer.Option("--size", help="Resize to HEIGHTxWIDTH \\[default: keep as is].")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per VAE batch.")] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Decoding processes beside the encoder.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto." + default_help("encode.device"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per VAE batch." + default_help("encode.batch_size"))] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Decoding processes beside the encoder." + default_help("encode.num_workers"))] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Videos per shard (the unit of resumption).")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete OUT and start over.")] = False,
 ) -> None:

@@ -19,6 +19,7 @@ from opensora_cli import (
     doctor_cmd,
     inspect_cmd,
     relaunch,
+    runs_cmd,
     sample_cmd,
     train_cmd,
 )
@@ -40,6 +41,7 @@ app.command("train")(train_cmd.train)
 app.command("sample")(sample_cmd.sample)
 app.command("demo")(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("runs")(runs_cmd.runs)
 
 
 

@@ -34,9 +34,40 @@ def _columns(unit: str):
     return (MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
 
 
+PLAIN_EVERY_S = 10.0  # a plain progress line at most this often when stderr is not a terminal
+
+
+def _plain_progress(every_s: float) -> ProgressFn:
+    """Progress for a pipe or a log file: one plain line per task every `every_s` seconds, and at its end."""
+    import time
+
+    state: dict[str, tuple[float, float, float]] = {}  # task -> (start time, last print, first completed)
+
+    def on_event(ev: ProgressEvent) -> None:
+        now = time.monotonic()
+        start, last, first = state.setdefault(ev.task, (now, float("-inf"), ev.completed))
+        done = ev.total is not None and ev.completed >= ev.total
+        if not done and now - last < every_s:
+            return
+        state[ev.task] = (start, now, first)
+        rate = (ev.completed - first) / (now - start) if now > start else 0.0
+        parts = [f"{ev.task} {ev.completed:g}/{ev.total:g}" if ev.total is not None else f"{ev.task} {ev.completed:g}"]
+        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.info.items()]
+        if rate > 0 and ev.unit != "bytes":
+            parts.append(f"{rate:.3g} {ev.unit}/s")
+        if rate > 0 and ev.total is not None and not done:
+            parts.append(f"eta {int((ev.total - ev.completed) / rate)}s")
+        err_console.print("  ".join(parts), soft_wrap=True, highlight=False, markup=False)
+
+    return on_event
+
+
 @contextmanager
 def progress_bars(transient: bool = False) -> Iterator[ProgressFn]:
-    """Yield a ProgressFn that draws one rich bar per task name (on stderr)."""
+    """Yield a ProgressFn that draws one rich bar per task name (on stderr), or plain lines in a pipe."""
+    if not err_console.is_terminal:  # rich would draw each bar once, at the end
+        yield _plain_progress(PLAIN_EVERY_S)
+        return
     bars: dict[str, tuple[Progress, TaskID]] = {}
     started: list[Progress] = []
 

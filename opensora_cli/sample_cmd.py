@@ -13,7 +13,7 @@ from opensora.errors import UserError
 from opensora_cli import choices
 from opensora_cli.relaunch import relaunch
 from opensora_cli.render import console, progress_bars, table
-from opensora_cli.settings import Settings
+from opensora_cli.settings import Settings, default_help
 
 
 def sample(
@@ -27,17 +27,18 @@ def sample(
     fps: Annotated[float, typer.Option("--fps", help="Frames per second.")] = 8.0,
     sec: Annotated[float, typer.Option("--sec", help="Length in seconds (frames = sec x fps).")] = 2.0,
     frames: Annotated[int | None, typer.Option("--frames", help="Length in frames (instead of --sec).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.")] = None,
-    sampler: Annotated[str | None, typer.Option("--sampler", autocompletion=choices.complete_sampler, help="ddim | dpm.")] = None,
-    cfg_scale: Annotated[float | None, typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps." + default_help("sample.steps"))] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", autocompletion=choices.complete_sampler, help="ddim | dpm." + default_help("sample.sampler"))] = None,
+    cfg_scale: Annotated[float | None, typer.Option("--cfg-scale", help="Classifier-free guidance scale." + default_help("sample.cfg_scale"))] = None,
     disable_cfg: Annotated[bool, typer.Option("--disable-cfg", help="One forward per step, no guidance.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Noise seed (sample i of prompt k uses seed + k*n + i).")] = 0,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Videos per prompt.")] = 1,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights when present.")] = True,
-    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 | auto.")] = "fp32",
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda." + default_help("sample.device"))] = None,
+    precision: Annotated[str, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto (bf16 on CUDA, fp32 on CPU, as train) | fp32 | bf16 | fp16.")] = "auto",
     out: Annotated[str, typer.Option("--out", "-o", help="Output mp4 (numbered when several).")] = "sample.mp4",
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG contact sheet.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace output videos that exist (refused otherwise).")] = False,
     sp: Annotated[str, typer.Option("--sp", autocompletion=choices.complete_sp, help="Sequence parallelism over --nproc ranks: none | ulysses | fastseq.")] = "none",
     nproc: Annotated[int, typer.Option("--nproc", help="Local processes (with --sp).")] = 1,
 ) -> None:
@@ -83,7 +84,7 @@ def sample(
         prompts=texts, ckpt=str(ckpt), height=height, width=width, fps=fps, sec=sec, frames=frames,
         steps=s.get("sample.steps", steps), sampler=s.get("sample.sampler", sampler),
         cfg_scale=s.get("sample.cfg_scale", cfg_scale), disable_cfg=disable_cfg, seed=seed, num_samples=num_samples,
-        ema=ema, device=s.get("sample.device", device), precision=precision, out=out, preview=preview, model=model,
+        ema=ema, device=s.get("sample.device", device), precision=precision, out=out, overwrite=overwrite, preview=preview, model=model,
         sp=sp, sp_size=int(os.environ.get("WORLD_SIZE", 1)),
     )
     if worker_rank != 0:

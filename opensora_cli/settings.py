@@ -31,7 +31,7 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "encode.num_workers": (int, 2, "decoding processes running beside the encoder"),
     "train.model": (str, "DiT/S-2", "model preset, e.g. DiT/XL-2"),
     "train.condition": (str, "cross-attn", "adaln | cross-attn | token-concat"),
-    "train.plugin": (str, "hybrid", " | ".join(PLUGINS)),
+    "train.plugin": (str, "hybrid", " | ".join(n for n, p in PLUGINS.items() if not p.refusal)),
     "train.precision": (str, "auto", "fp32 | bf16 | fp16 | auto"),
     "train.batch_size": (int, 4, "global batch size"),
     "train.lr": (float, 1e-4, "peak learning rate"),
@@ -269,3 +269,9 @@ def unset_value(key: str) -> tuple[Path, bool]:
         write_config(path, values)
     return path, was_set
     return path
+
+
+def default_help(key: str) -> str:
+    """The `--help` suffix for an option whose default comes from config key `key` (escaped for rich)."""
+    value = SCHEMA[key][1]
+    return f" \\[default: {'none' if value is None else value}; config {key}]"

@@ -14,7 +14,7 @@ from opensora.training.plugins import PLUGINS
 from opensora_cli import choices
 from opensora_cli.relaunch import NPROC_CHILD, relaunch
 from opensora_cli.render import console, next_line, progress_bars, table
-from opensora_cli.settings import Settings
+from opensora_cli.settings import Settings, default_help
 
 
 def newest_dataset(home: Path) -> Path | None:
@@ -38,17 +38,17 @@ def newest_run(home: Path) -> Path | None:
 def train(
     ctx: typer.Context,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset \\[default: the newest under HOME/datasets].")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", autocompletion=choices.complete_model, help="DiT/{T,S,B,L,XL}-{2,4,8}.")] = None,
-    condition: Annotated[str | None, typer.Option("--condition", autocompletion=choices.complete_condition, help="adaln | cross-attn | token-concat.")] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", autocompletion=choices.complete_plugin, help="Colossal-AI plugin: " + " | ".join(PLUGINS) + " (zero2, gemini: CUDA only).")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto | fp32 | bf16 | fp16.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", autocompletion=choices.complete_model, help="DiT/{T,S,B,L,XL}-{2,4,8}." + default_help("train.model"))] = None,
+    condition: Annotated[str | None, typer.Option("--condition", autocompletion=choices.complete_condition, help="adaln | cross-attn | token-concat." + default_help("train.condition"))] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", autocompletion=choices.complete_plugin, help="Colossal-AI plugin: " + " | ".join(n for n, p in PLUGINS.items() if not p.refusal) + " (zero2: CUDA only)." + default_help("train.plugin"))] = None,
+    precision: Annotated[str | None, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto | fp32 | bf16 | fp16." + default_help("train.precision"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size." + default_help("train.batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + default_help("train.lr"))] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant | cosine (to 10% at --steps).")] = "constant",
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train to.")] = None,
-    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps (and at the end).")] = None,
-    keep: Annotated[int | None, typer.Option("--keep", help="Keep the last N checkpoints.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train to." + default_help("train.steps"))] = None,
+    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps (and at the end)." + default_help("train.ckpt_every"))] = None,
+    keep: Annotated[int | None, typer.Option("--keep", help="Keep the last N checkpoints." + default_help("train.keep"))] = None,
     ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay of the weights.")] = 0.9999,
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
@@ -111,6 +111,9 @@ def train(
     )
     if cfg.sp_size == 0:  # --sp without --sp-size: every rank holds a piece of each sequence
         cfg.sp_size = int(os.environ.get("WORLD_SIZE", 1))
+        if cfg.sp_size == 1:
+            raise UserError(f"--sp {sp} splits each video's sequence over processes, and this is one process; "
+                            "pass --nproc N (N >= 2), run under torchrun, or drop --sp")
     from opensora.training.trainer import train as run_training
 
     main_rank = int(os.environ.get("RANK", 0)) == 0

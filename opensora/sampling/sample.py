@@ -12,7 +12,7 @@ import torch
 from opensora.checkpoint import load_model
 from opensora.compression import compressor_from_spec
 from opensora.data.video import write_video
-from opensora.devices import resolve_device, resolve_dtype
+from opensora.devices import DTYPES, resolve_device, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, sample_latents
 from opensora.errors import UserError
 from opensora.fsutil import write_json_atomic
@@ -38,8 +38,9 @@ class SampleConfig:
     num_samples: int = 1
     ema: bool = True
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 on CUDA, fp32 on CPU, as in training
     out: str = "sample.mp4"
+    overwrite: bool = False  # replace existing output videos (otherwise refused before any work)
     preview: bool = False
     model: str | None = None  # only to check the checkpoint's preset
     sp: str = "none"  # sequence parallelism across the ranks of a torchrun job
@@ -60,6 +61,9 @@ class SampleResult:
     sidecar: Path
     preview: Path | None = None
     shape: tuple[int, ...] = field(default_factory=tuple)
+
+
+PREVIEW_MIN_SIDE = 128  # preview frames are enlarged (nearest neighbour) to at least this many pixels
 
 
 def output_paths(out: str, n: int) -> list[Path]:
@@ -114,6 +118,10 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
 
     if not cfg.prompts:
         raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
+    existing = [p for p in output_paths(cfg.out, len(cfg.prompts) * cfg.num_samples) if p.exists()]
+    if existing and not cfg.overwrite:
+        raise UserError(f"-o {cfg.out}: {existing[0]}{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''} "
+                        "exists; pass --overwrite to replace it or choose another -o")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.precision, device)
     model, meta = load_model(Path(cfg.ckpt), ema=cfg.ema, device=device, dtype=dtype)
@@ -167,15 +175,19 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
             from PIL import Image
 
             preview = path.with_suffix(".png")
-            Image.fromarray(contact_sheet(frames)).save(preview)
+            sheet = contact_sheet(frames)
+            zoom = max(1, math.ceil(PREVIEW_MIN_SIDE / min(frames.shape[1:3])))  # 16x16 frames: big enough to see
+            Image.fromarray(sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)).save(preview)
         sidecar = path.with_suffix(".json")
         write_json_atomic(sidecar, {
             "prompt": prompt, "seed": seed, "steps": cfg.steps, "sampler": cfg.sampler,
             "cfg_scale": None if cfg.disable_cfg else cfg.cfg_scale, "checkpoint": str(Path(cfg.ckpt).resolve()),
             "weights": meta["weights"], "step": meta.get("step"), "model": meta.get("model_name"),
             "height": cfg.height, "width": cfg.width, "frames": int(frames.shape[0]), "fps": cfg.fps,
-            "precision": cfg.precision, "device": str(device), "video": path.name,
-            "command": {k: v for k, v in asdict(cfg).items() if k not in ("prompts", "out")},
+            "precision": {v: k for k, v in DTYPES.items()}[dtype], "device": str(device), "video": path.name,
+            # --frames wins over --sec: record the one that made the video
+            "command": {k: v for k, v in asdict(cfg).items()
+                        if k not in ("prompts", "out", "overwrite") and not (k == "sec" and cfg.frames is not None)},
         })
         results.append(SampleResult(prompt, seed, path, sidecar, preview, tuple(frames.shape)))
     return results

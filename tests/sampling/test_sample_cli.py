@@ -26,7 +26,10 @@ def test_sample_writes_playable_mp4_with_sidecar_and_preview(cli, tmp_path, trai
     assert side["prompt"] == "a red square" and side["seed"] == 0 and side["steps"] == 3
     assert side["cfg_scale"] == (None if "--disable-cfg" in cfg_flags else 3.0)
     assert side["checkpoint"] == str(trained_checkpoint.resolve()) and side["weights"] == "ema"
-    assert out.with_suffix(".png").stat().st_size > 0
+    from PIL import Image
+
+    assert min(Image.open(out.with_suffix(".png")).size) >= 128  # 16x24 frames, enlarged to be seen
+    assert side["precision"] == "fp32" and "sec" in side["command"]  # auto on the CPU
     umask = os.umask(0)
     os.umask(umask)
     assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
@@ -85,7 +88,9 @@ def test_run_directory_means_its_newest_checkpoint_and_prompt_comes_first(cli, t
     assert r.code == 0, r.err
     assert json.loads(out.with_suffix(".json").read_text())["checkpoint"] == str(trained_checkpoint.resolve())
     assert out.with_suffix(".png").exists()
-    r = cli("sample", "y", "--ckpt", trained_checkpoint.parent, *ARGS, "-o", out)  # again, without --preview
+    r = cli("sample", "y", "--ckpt", trained_checkpoint.parent, *ARGS, "-o", out)
+    assert r.code == 2 and "x.mp4 exists; pass --overwrite" in r.err  # never replaced without asking
+    r = cli("sample", "y", "--ckpt", trained_checkpoint.parent, *ARGS, "-o", out, "--overwrite")  # without --preview
     assert r.code == 0, r.err
     assert not out.with_suffix(".png").exists()  # no stale sheet of the previous prompt beside the new video
     r = cli("sample", "--ckpt", tmp_path / "nowhere")

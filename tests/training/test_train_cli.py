@@ -92,6 +92,8 @@ def test_plugins_that_cannot_run_here_are_one_line(tmp_path, encoded_dataset):
     r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "g", "--steps", "1", "--plugin", "gemini")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "use --plugin zero2" in r.stderr
     assert not (tmp_path / "g").exists()  # refused before anything was written
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "s", "--steps", "1", "--sp", "ulysses")
+    assert r.returncode == 2 and "this is one process" in r.stderr and "--nproc" in r.stderr
     r = run_opensora(*TRAIN, "--data", encoded_dataset, "--steps", "0", "--condition", "film", "--run-dir", tmp_path / "r")
     assert r.returncode == 2 and "--steps 0" in r.stderr and "--condition 'film'" in r.stderr
 
@@ -168,3 +170,12 @@ def test_ctrl_c_names_the_last_checkpoint_and_how_to_resume(tmp_path, encoded_da
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "interrupted; the last checkpoint is" in lines[0], err[-2000:]
     assert "--resume auto" in lines[0] and str(run) in lines[0] and "Traceback" not in err
+
+
+def test_progress_in_a_pipe_is_plain_lines(tmp_path, encoded_dataset):
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "r", "--steps", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines[0] == "train 0/3" and lines[-1].startswith("train 3/3  loss "), lines  # first and last, plainly
+    assert "steps/s" in lines[-1] and not any("━" in x for x in lines)
+    assert r.stdout.count("training done") == 1
