@@ -22,7 +22,7 @@ app = typer.Typer(help="Download, collate and encode video datasets.", no_args_i
 def download(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="msrvtt (download) or shapes (generated offline).")] = "msrvtt",
-    dest: Annotated[Path | None, typer.Option("--dest", "-d", help="Directory to download and extract into.")] = None,
+    dest: Annotated[Path | None, typer.Option("--dest", "--out", "-o", help="Directory to download and extract into.")] = None,
     url: Annotated[str | None, typer.Option("--url", help="Archive URL (zip or tar).")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected SHA-256 of the archive.")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Expected archive size in bytes.")] = None,

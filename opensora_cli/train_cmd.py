@@ -52,7 +52,7 @@ def train(
     ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay of the weights.")] = 0.9999,
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and noise.")] = 42,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, data order and noise \\[default: 0; a resumed run keeps its own].")] = None,
     sp: Annotated[str, typer.Option("--sp", autocompletion=choices.complete_sp, help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
     sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence \\[default: all when --sp is set].")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="Start N local processes (torchrun's machinery).")] = 1,

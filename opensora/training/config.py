@@ -34,7 +34,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
     grad_checkpoint: bool = False
-    seed: int = 42
+    seed: int | None = None  # None: the checkpoint's when resuming, else 0 (as sample and demo)
     sp: str = "none"
     sp_size: int = 1
     num_workers: int = 2

@@ -121,6 +121,9 @@ class Trainer:
         self.compressor = compressor_from_spec(manifest["compression"], device=str(dev))
         text = manifest["text_encoder"]
         self.resume_from = resolve_resume(cfg.resume, self.run_dir)
+        if cfg.seed is None:  # a resumed run keeps the seed that orders its data; a new one starts at 0
+            saved = json.loads((self.resume_from / "trainer_state.json").read_text()) if self.resume_from else {}
+            cfg.seed = saved.get("seed", 0)
         torch.manual_seed(cfg.seed)
         from opensora.models.presets import create_model
 

@@ -167,3 +167,18 @@ def test_doctor_reports_and_fails_on_a_broken_config(cli, isolated_user_dirs):
     r = cli("doctor")
     assert r.code == 1 and "PROBLEM" in r.out
     assert any(line.startswith("fix (config): config file") and "delete" in line for line in r.out.splitlines())
+
+
+def test_short_flags_mean_one_thing(cli):
+    """-d is always an input (dataset), -o always the output, in every command that has them."""
+    import re
+
+    helps = {c: cli(*c.split(), "--help").out for c in ("data download", "data collate", "data encode", "train",
+                                                         "sample", "demo")}
+    for command, text in helps.items():
+        for line in (x for x in text.splitlines() if x.startswith("│ --")):  # the option rows
+            if re.search(r"\s-d\s", line):
+                assert "--data" in line or "--dataset-dir" in line, (command, line)
+            if re.search(r"\s-o\s", line):
+                assert "--out" in line or "--dest" in line, (command, line)
+    assert re.search(r"--dest,--out\s+-o\s", helps["data download"])

@@ -179,3 +179,14 @@ def test_progress_in_a_pipe_is_plain_lines(tmp_path, encoded_dataset):
     assert lines[0] == "train 0/3" and lines[-1].startswith("train 3/3  loss "), lines  # first and last, plainly
     assert "steps/s" in lines[-1] and not any("━" in x for x in lines)
     assert r.stdout.count("training done") == 1
+
+
+def test_seed_defaults_to_0_and_a_resumed_run_keeps_its_own(tmp_path, encoded_dataset):
+    run = tmp_path / "r"
+    args = [*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--ckpt-every", "2"]
+    assert run_opensora(*args, "--steps", "2", "--seed", "7").returncode == 0
+    r = run_opensora(*args, "--steps", "4", "--resume", "auto")  # no --seed: the run's own, not the default
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "ckpt-0000004" / "trainer_state.json").read_text())["seed"] == 7
+    assert run_opensora(*args, "--steps", "1", "--run-dir", tmp_path / "new").returncode == 0
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["seed"] == 0
