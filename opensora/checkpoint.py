@@ -85,12 +85,10 @@ def describe_checkpoint(path: Path) -> dict:
     }
 
 
-def newest_checkpoint(runs_dir: Path) -> Path | None:
-    """The newest checkpoint of the newest run under `runs_dir` (None if there is none)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return None
-    runs = sorted((r for r in runs_dir.iterdir() if r.is_dir()), key=lambda r: r.stat().st_mtime, reverse=True)
+def newest_checkpoint(*runs_dirs: Path) -> Path | None:
+    """The newest checkpoint of the newest run under any of `runs_dirs` (None if there is none)."""
+    runs = [r for d in map(Path, runs_dirs) if d.is_dir() for r in d.iterdir() if r.is_dir()]
+    runs.sort(key=lambda r: r.stat().st_mtime, reverse=True)
     for run in runs:
         ckpts = checkpoints_of(run)
         if ckpts:

@@ -69,7 +69,9 @@ def sample(
             console.print(f"checkpoint: {ckpt} (the newest of the run)")
     if ckpt is None:
         configured = s.get("sample.ckpt")
-        ckpt = Path(configured) if configured else newest_checkpoint(s.home / "runs")
+        # the demo's runs count too: `opensora demo` then `opensora sample "..."` samples the demo's model
+        ckpt = Path(configured) if configured else newest_checkpoint(s.home / "runs", s.home / "demo",
+                                                                     s.home / "demo-quick")
         if ckpt is None:
             raise UserError(f"no --ckpt given and no checkpoint under {s.home / 'runs'}; "
                             "train one with `opensora train` or pass --ckpt")

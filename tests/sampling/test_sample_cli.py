@@ -68,11 +68,17 @@ def test_default_checkpoint_is_newest_run(cli, tmp_path, trained_checkpoint, iso
     assert r.code == 2 and "no checkpoint" in r.err
     import shutil
 
-    runs = isolated_user_dirs / "home" / "runs"
-    shutil.copytree(trained_checkpoint.parent, runs / "r1")
+    home = isolated_user_dirs / "home"
+    shutil.copytree(trained_checkpoint.parent, home / "demo" / "run")  # what `opensora demo` leaves
     r = cli("sample", "x", *ARGS, "-o", tmp_path / "x.mp4")
     assert r.code == 0, r.err
-    assert "ckpt-0000004" in r.out.replace("\n", "") and (tmp_path / "x.mp4").exists()
+    assert str(home / "demo" / "run" / "ckpt-0000004") in r.out.replace("\n", "")
+    shutil.copytree(trained_checkpoint.parent, home / "runs" / "r1")  # a newer run wins
+    later = (home / "demo" / "run").stat().st_mtime + 60
+    os.utime(home / "runs" / "r1", (later, later))  # copytree keeps the source's time
+    r = cli("sample", "x", *ARGS, "-o", tmp_path / "y.mp4")
+    assert r.code == 0, r.err
+    assert str(home / "runs" / "r1" / "ckpt-0000004") in r.out.replace("\n", "") and (tmp_path / "y.mp4").exists()
 
 
 def test_model_check_and_missing_ckpt(cli, tmp_path, trained_checkpoint):
