@@ -47,16 +47,14 @@ class PluginSpec:
     precisions: tuple[str, ...]  # fp32 / bf16 / fp16 it trains in
     needs_cuda: bool
     mixed_precision_in_optimizer: bool  # the optimizer keeps fp32 masters, clips and reports the norm
-    help: str
     refusal: str | None = None  # why this toolkit refuses the plugin, with what to use instead
 
 
 PLUGINS: dict[str, PluginSpec] = {
-    "hybrid": PluginSpec(("fp32", "bf16", "fp16"), False, True,
-                         "Colossal-AI's HybridParallelPlugin (DP x SP here; no tensor/pipeline split)"),
-    "ddp": PluginSpec(("fp32", "bf16", "fp16"), False, False, "torch DistributedDataParallel, fp32 weights + autocast"),
-    "zero2": PluginSpec(("fp32", "bf16", "fp16"), True, True, "ZeRO stage 2: optimizer states and gradients sharded"),
-    "gemini": PluginSpec((), True, True, "ZeRO-3 with chunked, placement-managed parameters", GEMINI_REFUSAL),
+    "hybrid": PluginSpec(("fp32", "bf16", "fp16"), False, True),  # HybridParallelPlugin, tp=pp=1: DP x SP
+    "ddp": PluginSpec(("fp32", "bf16", "fp16"), False, False),  # torch DDP, fp32 weights + autocast
+    "zero2": PluginSpec(("fp32", "bf16", "fp16"), True, True),  # ZeRO-2: optimizer states, gradients sharded
+    "gemini": PluginSpec((), True, True, GEMINI_REFUSAL),  # ZeRO-3 with chunked parameters
 }
 
 
