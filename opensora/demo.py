@@ -142,7 +142,11 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
         summary = train(tcfg, progress)
     finally:
         shutdown()
-    result = DemoResult(out, run_dir, summary.last_checkpoint or run_dir, train_seconds=time.perf_counter() - t0)
+    # a rerun whose training had already finished writes no new checkpoint: use the run's newest
+    from opensora.checkpoint import checkpoints_of
+
+    ckpt = summary.last_checkpoint or checkpoints_of(run_dir)[-1]
+    result = DemoResult(out, run_dir, ckpt, train_seconds=time.perf_counter() - t0)
     prompts = [caption(*combo) for combo in HELD_OUT]
     samples = out / "samples"
     for prompt, combo in zip(prompts, HELD_OUT):

@@ -41,15 +41,19 @@ def _plain_progress(every_s: float) -> ProgressFn:
     """Progress for a pipe or a log file: one plain line per task every `every_s` seconds, and at its end."""
     import time
 
-    state: dict[str, tuple[float, float, float]] = {}  # task -> (start time, last print, first completed)
+    # task -> (start time, last print, first completed, last completed)
+    state: dict[str, tuple[float, float, float, float]] = {}
 
     def on_event(ev: ProgressEvent) -> None:
         now = time.monotonic()
-        start, last, first = state.setdefault(ev.task, (now, float("-inf"), ev.completed))
+        if ev.task in state and ev.completed < state[ev.task][3]:
+            del state[ev.task]  # the task started over (the demo samples one prompt after another)
+        start, last, first, _ = state.setdefault(ev.task, (now, float("-inf"), ev.completed, ev.completed))
         done = ev.total is not None and ev.completed >= ev.total
+        state[ev.task] = (start, last, first, ev.completed)
         if not done and now - last < every_s:
             return
-        state[ev.task] = (start, now, first)
+        state[ev.task] = (start, now, first, ev.completed)
         rate = (ev.completed - first) / (now - start) if now > start else 0.0
         parts = [f"{ev.task} {ev.completed:g}/{ev.total:g}" if ev.total is not None else f"{ev.task} {ev.completed:g}"]
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.info.items()]

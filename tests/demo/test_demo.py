@@ -66,6 +66,9 @@ def test_quick_demo_end_to_end(cli, tmp_path):
         assert p.with_suffix(".png").exists() and json.loads(p.with_suffix(".json").read_text())["prompt"]
     assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
     assert "colour accuracy" in r.out and "videos and previews" in r.out
+    r = cli("demo", "--quick", "--out", tmp_path / "demo")  # a rerun reuses every stage and samples again
+    assert r.code == 0, r.err
+    assert "ckpt-0000030" in r.out.replace("\n", "") and "rebuilding" not in r.err
 
 
 def test_a_demo_directory_built_with_other_settings_is_rebuilt_not_reused(tmp_path):
