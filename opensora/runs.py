@@ -29,22 +29,22 @@ def describe_run(run: Path) -> dict | None:
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError:
-        config = {}
+        return None
+    if not isinstance(config, dict) or "run_dir" not in config or "model" not in config:
+        return None  # some other config.json (a model directory beside the run, say)
     ckpts = checkpoints_of(run)
     last = _last_metrics(run / "metrics.jsonl") or {}
     return {
         "run": str(run), "model": config.get("model"), "condition": config.get("condition"),
         "steps": last.get("step", 0), "target_steps": config.get("steps"), "last_loss": last.get("loss"),
         "newest_checkpoint": str(ckpts[-1]) if ckpts else None,
-        "resume": f"opensora train --resume auto --run-dir {run}",
+        "config": config,
         "sample": f'opensora sample "a prompt" --ckpt {run}' if ckpts else None,
     }
 
 
-def list_runs(runs_dir: Path) -> list[dict]:
-    """Every run under `runs_dir`, newest first."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    found = [d for d in (describe_run(p) for p in runs_dir.iterdir() if p.is_dir()) if d is not None]
+def list_runs(*runs_dirs: Path) -> list[dict]:
+    """Every run under any of `runs_dirs`, newest first."""
+    dirs = [p for d in map(Path, runs_dirs) if d.is_dir() for p in d.iterdir() if p.is_dir()]
+    found = [d for d in map(describe_run, dirs) if d is not None]
     return sorted(found, key=lambda d: Path(d["run"]).stat().st_mtime, reverse=True)

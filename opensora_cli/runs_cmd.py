@@ -10,10 +10,26 @@ import typer
 from opensora_cli.render import console, print_json, table
 from opensora_cli.settings import Settings
 
+# The settings a resumed run must repeat, as `train` flags (until resume reads them from the checkpoint).
+_RESUME_FLAGS = {"data": "--data", "model": "--model", "condition": "--condition", "prediction_type": "--prediction",
+                 "temporal_patch": "--temporal-patch", "batch_size": "--batch-size", "plugin": "--plugin",
+                 "precision": "--precision", "lr": "--lr", "lr_schedule": "--lr-schedule",
+                 "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay", "steps": "--steps",
+                 "ckpt_every": "--ckpt-every", "keep": "--keep"}
+
+
+def resume_command(run: dict) -> str:
+    """`opensora train --resume auto` with the run's own settings."""
+    config = run["config"]
+    flags = " ".join(f"{flag} {config[key]}" for key, flag in _RESUME_FLAGS.items() if config.get(key) is not None)
+    if config.get("sp", "none") != "none":
+        flags += f" --sp {config['sp']} --nproc {config.get('sp_size', 2)}"
+    return f"opensora train --resume auto --run-dir {run['run']} {flags}"
+
 
 def runs(
     ctx: typer.Context,
-    runs_dir: Annotated[Path | None, typer.Option("--dir", help="Where the runs are \\[default: HOME/runs].")] = None,
+    runs_dir: Annotated[Path | None, typer.Option("--dir", help="Where the runs are \\[default: HOME/runs and the demos' runs].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List training runs: model, steps done, newest checkpoint, last loss, and the commands to go on.
@@ -26,18 +42,18 @@ def runs(
 
     s: Settings = ctx.obj
     root = runs_dir or s.home / "runs"
-    found = list_runs(root)
+    found = list_runs(runs_dir) if runs_dir else list_runs(root, s.home / "demo", s.home / "demo-quick")
     if as_json:
-        print_json(found)
+        print_json([{**r, "resume": resume_command(r)} for r in found])
         return
     if not found:
         console.print(f"no runs under {root}; start one with `opensora train`")
         return
-    rows = [(Path(r["run"]).name, r["model"], f"{r['steps']}/{r['target_steps']}",
+    rows = [(r["run"], r["model"], f"{r['steps']}/{r['target_steps']}",
              "-" if r["last_loss"] is None else f"{r['last_loss']:.4f}",
              Path(r["newest_checkpoint"]).name if r["newest_checkpoint"] else "-") for r in found]
-    console.print(table(f"runs in {root}", rows, ("run", "model", "steps", "last loss", "newest checkpoint")))
+    console.print(table("runs, newest first", rows, ("run", "model", "steps", "last loss", "newest checkpoint")))
     newest = found[0]
-    console.print(f"resume the newest: {newest['resume']}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"resume the newest: {resume_command(newest)}", soft_wrap=True, highlight=False, markup=False)
     if newest["sample"]:
         console.print(f"sample from it:    {newest['sample']}", soft_wrap=True, highlight=False, markup=False)

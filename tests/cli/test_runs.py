@@ -19,5 +19,5 @@ def test_runs_lists_model_progress_checkpoint_and_next_commands(cli, trained_che
     assert (info["model"], info["steps"], info["target_steps"]) == ("DiT/T-2", 4, 4)
     assert info["newest_checkpoint"] == str(run / "ckpt-0000004") and info["last_loss"] > 0
     r = cli("runs")
-    assert "r1" in r.out and f"opensora train --resume auto --run-dir {run}" in r.out
+    assert str(run) in r.out and f"opensora train --resume auto --run-dir {run} --data " in r.out  # with its settings
     assert f'opensora sample "a prompt" --ckpt {run}' in r.out
