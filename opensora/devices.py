@@ -9,6 +9,7 @@ import torch
 from opensora.errors import OpenSoraWarning, UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # and back (Colossal-AI's names too)
 
 
 def resolve_device(name: str, option: str = "--device") -> torch.device:

@@ -39,7 +39,6 @@ def describe_run(run: Path) -> dict | None:
         "steps": last.get("step", 0), "target_steps": config.get("steps"), "last_loss": last.get("loss"),
         "newest_checkpoint": str(ckpts[-1]) if ckpts else None,
         "config": config,
-        "sample": f'opensora sample "a prompt" --ckpt {run}' if ckpts else None,
     }
 
 

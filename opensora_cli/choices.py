@@ -30,6 +30,12 @@ def _plugins():
     return [name for name, spec in PLUGINS.items() if not spec.refusal]
 
 
+def _precisions():
+    from opensora.training.config import PRECISIONS
+
+    return PRECISIONS
+
+
 def _sp_modes():
     from opensora.parallel.dims import SP_MODES
 
@@ -60,5 +66,5 @@ complete_plugin = _completer(_plugins)
 complete_sp = _completer(_sp_modes)
 complete_compression = _completer(_compressions)
 complete_sampler = _completer(_samplers)
-complete_precision = _completer(lambda: ("auto", "fp32", "bf16", "fp16"))
+complete_precision = _completer(_precisions)
 complete_config_key = _completer(_config_keys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opensora_cli.render import console, table
+from opensora_cli.render import console, plain_line, table
 from opensora_cli.settings import Settings
 
 
@@ -22,6 +22,6 @@ def doctor(ctx: typer.Context) -> None:
     console.print(table("opensora doctor", rows, ("check", "found", "")))
     for c in checks:
         if not c.ok:
-            console.print(f"fix ({c.name}): {c.fix}", soft_wrap=True, highlight=False, markup=False)
+            plain_line(f"fix ({c.name}): {c.fix}")
     if any(not c.ok and c.needed for c in checks):
         raise typer.Exit(1)

@@ -133,6 +133,11 @@ def warning_line(message: str) -> None:
     err_console.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def plain_line(text: str) -> None:
+    """Print `text` on one line, never wrapped and never styled, so a command or path in it copies whole."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
 def next_line(command: str) -> None:
-    """Print the `next:` command on one line, never wrapped, so it can be copied whole."""
-    console.print(f"next: {command}", soft_wrap=True, highlight=False, markup=False)
+    """Print the `next:` command (see plain_line)."""
+    plain_line(f"next: {command}")

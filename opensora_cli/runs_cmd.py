@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from opensora_cli.render import console, print_json, table
+from opensora_cli.render import console, plain_line, print_json, table
 from opensora_cli.settings import Settings
 
 # The settings a resumed run must repeat, as `train` flags (until resume reads them from the checkpoint).
@@ -27,6 +27,11 @@ def resume_command(run: dict) -> str:
     return f"opensora train --resume auto --run-dir {run['run']} {flags}"
 
 
+def sample_command(run: dict) -> str | None:
+    """`opensora sample` from the run's newest checkpoint (None before its first checkpoint)."""
+    return f'opensora sample "a prompt" --ckpt {run["run"]}' if run["newest_checkpoint"] else None
+
+
 def runs(
     ctx: typer.Context,
     runs_dir: Annotated[Path | None, typer.Option("--dir", help="Where the runs are \\[default: HOME/runs and the demos' runs].")] = None,
@@ -44,7 +49,7 @@ def runs(
     root = runs_dir or s.home / "runs"
     found = list_runs(runs_dir) if runs_dir else list_runs(root, s.home / "demo", s.home / "demo-quick")
     if as_json:
-        print_json([{**r, "resume": resume_command(r)} for r in found])
+        print_json([{**r, "resume": resume_command(r), "sample": sample_command(r)} for r in found])
         return
     if not found:
         console.print(f"no runs under {root}; start one with `opensora train`")
@@ -54,6 +59,6 @@ def runs(
              Path(r["newest_checkpoint"]).name if r["newest_checkpoint"] else "-") for r in found]
     console.print(table("runs, newest first", rows, ("run", "model", "steps", "last loss", "newest checkpoint")))
     newest = found[0]
-    console.print(f"resume the newest: {resume_command(newest)}", soft_wrap=True, highlight=False, markup=False)
-    if newest["sample"]:
-        console.print(f"sample from it:    {newest['sample']}", soft_wrap=True, highlight=False, markup=False)
+    plain_line(f"resume the newest: {resume_command(newest)}")
+    if sample_command(newest):
+        plain_line(f"sample from it:    {sample_command(newest)}")

@@ -64,7 +64,11 @@ def _choices(key: str) -> tuple[str, ...] | None:
         from opensora.diffusion.gaussian import SAMPLERS
 
         return SAMPLERS
-    return {"train.plugin": tuple(PLUGINS), "train.precision": ("auto", "fp32", "bf16", "fp16")}.get(key)
+    if key == "train.precision":
+        from opensora.training.config import PRECISIONS
+
+        return PRECISIONS
+    return tuple(PLUGINS) if key == "train.plugin" else None
 
 
 # Numeric keys: (smallest allowed, whether the smallest itself is allowed). NaN and infinities never are.

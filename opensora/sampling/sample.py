@@ -12,7 +12,7 @@ import torch
 from opensora.checkpoint import load_model
 from opensora.compression import compressor_from_spec
 from opensora.data.video import write_video
-from opensora.devices import DTYPES, resolve_device, resolve_dtype
+from opensora.devices import PRECISION_NAMES, resolve_device, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, sample_latents
 from opensora.errors import UserError
 from opensora.fsutil import write_json_atomic
@@ -184,7 +184,7 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
             "cfg_scale": None if cfg.disable_cfg else cfg.cfg_scale, "checkpoint": str(Path(cfg.ckpt).resolve()),
             "weights": meta["weights"], "step": meta.get("step"), "model": meta.get("model_name"),
             "height": cfg.height, "width": cfg.width, "frames": int(frames.shape[0]), "fps": cfg.fps,
-            "precision": {v: k for k, v in DTYPES.items()}[dtype], "device": str(device), "video": path.name,
+            "precision": PRECISION_NAMES[dtype], "device": str(device), "video": path.name,
             # --frames wins over --sec: record the one that made the video
             "command": {k: v for k, v in asdict(cfg).items()
                         if k not in ("prompts", "out", "overwrite") and not (k == "sec" and cfg.frames is not None)},

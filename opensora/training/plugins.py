@@ -84,8 +84,7 @@ def make_plugin(name: str, precision: str, device: torch.device, grad_clip: floa
     # Colossal-AI picks its device once per process: CUDA whenever a GPU is visible, which would put
     # a `--device cpu` run's plugin state on the GPU beside a gloo group.
     set_accelerator("cuda" if device.type == "cuda" else "cpu")
-    spec = PLUGINS[name]
-    max_norm = grad_clip if spec.mixed_precision_in_optimizer and precision != "fp32" else 0.0
+    max_norm = grad_clip if optimizer_clips(name, precision) else 0.0
     if name == "ddp":
         return TorchDDPPlugin(broadcast_buffers=False)
     if name == "zero2":
@@ -95,9 +94,14 @@ def make_plugin(name: str, precision: str, device: torch.device, grad_clip: floa
                                 broadcast_buffers=False)
 
 
+def keeps_masters(name: str, precision: str) -> bool:
+    """Whether the plugin's optimizer holds fp32 master weights apart from the 16-bit working ones."""
+    return PLUGINS[name].mixed_precision_in_optimizer and precision != "fp32"
+
+
 def optimizer_clips(name: str, precision: str) -> bool:
     """Whether the plugin's optimizer clips gradients and reports the global norm itself."""
-    return name == "zero2" or (PLUGINS[name].mixed_precision_in_optimizer and precision != "fp32")
+    return name == "zero2" or keeps_masters(name, precision)
 
 
 def _no_shard_policy():

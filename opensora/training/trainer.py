@@ -18,7 +18,7 @@ import torch.distributed as dist
 from opensora.checkpoint import checkpoints_of, load_dit, save_model_dir
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
-from opensora.devices import DTYPES, resolve_dtype
+from opensora.devices import PRECISION_NAMES, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
 from opensora.errors import UserError
 from opensora.fsutil import share_tree
@@ -27,7 +27,7 @@ from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig
 from opensora.training.data import DataPosition, make_loader
 from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
-from opensora.training.plugins import check_plugin, make_plugin, optimizer_clips
+from opensora.training.plugins import check_plugin, keeps_masters, make_plugin, optimizer_clips
 from opensora.training.precision import (
     TorchAmp,
     colossal_scaler,
@@ -37,8 +37,6 @@ from opensora.training.precision import (
     master_params,
     scaler_state,
 )
-
-PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # what Colossal-AI's plugins call them
 
 
 @dataclass
@@ -273,7 +271,7 @@ class Trainer:
 
     def _saves_masters(self) -> bool:
         # fp32 plugins have no separate masters (zero2's fp32 shards are copies of the saved model).
-        return self.cfg.plugin in ("hybrid", "zero2") and self.precision != "fp32"
+        return keeps_masters(self.cfg.plugin, self.precision)
 
     def _scaler_state(self) -> dict:
         scaler = colossal_scaler(self.optimizer)
