@@ -49,3 +49,38 @@ def share_tree(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file() and not p.is_symlink():
             p.chmod(mode)
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory held for a `with` block (fcntl.flock on DIR/.lock).
+
+    The kernel releases the lock when its holder exits, so a killed run never leaves it stuck.
+    `what` names the directory in the error ("--out", "run directory").
+    """
+
+    def __init__(self, directory: Path, what: str):
+        self.path, self.what, self.fd = Path(directory) / ".lock", what, None
+
+    def __enter__(self) -> DirectoryLock:
+        import fcntl
+
+        from opensora.errors import UserError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{self.what} {self.path.parent} is in use by process {holder}; wait for it to finish "
+                            "or choose another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+            self.fd = None

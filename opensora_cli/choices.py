@@ -54,6 +54,18 @@ def _samplers():
     return SAMPLERS
 
 
+def _resolutions():
+    from opensora.data.video import RESOLUTIONS
+
+    return list(RESOLUTIONS)
+
+
+def _too_long():
+    from opensora.data.video import TOO_LONG
+
+    return TOO_LONG
+
+
 def _config_keys():
     from opensora_cli.settings import SCHEMA
 
@@ -68,3 +80,5 @@ complete_compression = _completer(_compressions)
 complete_sampler = _completer(_samplers)
 complete_precision = _completer(_precisions)
 complete_config_key = _completer(_config_keys)
+complete_resolution = _completer(_resolutions)
+complete_too_long = _completer(_too_long)

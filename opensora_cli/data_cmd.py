@@ -112,29 +112,43 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
 @app.command()
 def encode(
     ctx: typer.Context,
-    captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}.")],
+    captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}, or CSV with a header.")],
     videos: Annotated[Path, typer.Option("--videos", "-v", help="Directory holding the videos named in the captions.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset directory \\[default: HOME/datasets/NAME].")] = None,
     compression: Annotated[str | None, typer.Option("--compression", autocompletion=choices.complete_compression, help="raw | vqvae | sdvae." + default_help("encode.compression"))] = None,
     vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory." + default_help("encode.vae"))] = None,
     text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory." + default_help("encode.text_encoder"))] = None,
-    fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate" + default_help("encode.fps"))] = None,
-    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Skip (filter) longer videos." + default_help("encode.max_seconds"))] = None,
-    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Skip (filter) videos with more frames." + default_help("encode.max_frames"))] = None,
-    size: Annotated[str | None, typer.Option("--size", help="Resize to HEIGHTxWIDTH \\[default: keep as is].")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Resample to this rate: each output time gets the frame shown then" + default_help("encode.fps"))] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Clip limit in seconds (see --too-long)." + default_help("encode.max_seconds"))] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Clip limit in output frames (see --too-long)." + default_help("encode.max_frames"))] = None,
+    too_long: Annotated[str, typer.Option("--too-long", autocompletion=choices.complete_too_long, help="A video over the clip limit: skip it, keep its first frames, or a center window.")] = "skip",
+    resolution: Annotated[str | None, typer.Option("--resolution", autocompletion=choices.complete_resolution, help="Resize keeping the aspect ratio into an aspect-ratio bucket of this area: 144p | 240p | 360p | 480p | 720p | 1080p.")] = None,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Like --resolution, with the area in pixels.")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="Resize to exactly HEIGHTxWIDTH, ignoring the aspect ratio \\[default: keep as is].")] = None,
+    file_column: Annotated[str | None, typer.Option("--file-column", help="CSV: the column naming the video \\[default: file, video, path or videoid].")] = None,
+    caption_column: Annotated[str | None, typer.Option("--caption-column", help="CSV: the caption column \\[default: caption, text or name].")] = None,
+    reuse: Annotated[list[Path] | None, typer.Option("--reuse", help="Another encoded dataset whose stored latents and text features may be copied (repeatable).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto." + default_help("encode.device"))] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per VAE batch." + default_help("encode.batch_size"))] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="Decoding processes beside the encoder." + default_help("encode.num_workers"))] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Videos per shard (the unit of resumption).")] = 32,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Videos per stored part (the unit of resumption).")] = 32,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete OUT and start over.")] = False,
 ) -> None:
-    """Encode videos + captions into an Arrow dataset (video latents + CLIP text features).
+    """Encode videos + captions into a dataset: each video latent and each caption's features stored once.
 
-    One row per (video, caption) pair. Resumable: rerun the same command after a crash.
-    Bad videos are skipped and listed in OUT/errors.jsonl; the exit code is 0 only if every
-    pair was encoded or deliberately filtered (too long).
+    Frames are decoded upright (the container's rotation applied). Each video is cropped to the
+    compression's stride; training crops latents further to the model's patch (centre crop).
+    --resolution/--max-pixels keep the aspect ratio and snap each video to one of a few
+    aspect-ratio buckets (sides multiples of 16 px), so a mixed set trains in a few shapes.
 
-    [bold]Example[/bold]: opensora data encode -c captions.json -v videos/ -o out/
+    Work is keyed by content: rerun the same command after a crash, or with an edited captions
+    file, another --text-encoder or --vae, and only what is new is encoded. Bad videos, and clips
+    too small for any model, are skipped and listed in OUT/errors.jsonl; the exit code is 0 only if
+    every pair was encoded or deliberately filtered (too long, too small).
+
+    [bold]Examples[/bold]
+      opensora data encode -c captions.json -v videos/ -o out/
+      opensora data encode -c webvid.csv -v videos/ -o out/ --resolution 240p --fps 8 --max-frames 16 --too-long center
     """
     from opensora.data.encode import EncodeConfig, encode_dataset
     from opensora.devices import resolve_device
@@ -149,17 +163,22 @@ def encode(
         captions=captions, videos=videos, out=out, compression=comp, vae=s.get("encode.vae", vae),
         text_encoder=s.get("encode.text_encoder", text_encoder), fps=s.get("encode.fps", fps),
         max_seconds=s.get("encode.max_seconds", max_seconds), max_frames=s.get("encode.max_frames", max_frames),
-        size=_parse_size(size), device=str(resolve_device(s.get("encode.device", device))),
+        too_long=too_long, size=_parse_size(size), resolution=resolution, max_pixels=max_pixels,
+        device=str(resolve_device(s.get("encode.device", device))),
         batch_size=s.get("encode.batch_size", batch_size), num_workers=s.get("encode.num_workers", num_workers),
-        shard_size=shard_size, overwrite=overwrite,
+        shard_size=shard_size, overwrite=overwrite, file_column=file_column, caption_column=caption_column,
+        reuse=tuple(reuse or ()),
     )
     with progress_bars() as progress:
         r = encode_dataset(cfg, progress=progress)
-    rows = [("pairs", r.pairs), ("written", r.written), ("filtered (too long)", r.filtered),
-            ("failed", r.failed), ("videos", r.videos)]
-    if r.resumed_shards:
-        rows.append(("shards from an earlier run", r.resumed_shards))
+    rows = [("pairs", r.pairs), ("rows written", r.written), ("filtered (too long/small)", r.filtered),
+            ("failed", r.failed), ("videos stored", f"{r.videos} ({_size(r.video_bytes)})"),
+            ("captions stored", f"{r.captions} ({_size(r.text_bytes)})"),
+            ("videos encoded / reused", f"{r.videos_encoded} / {r.videos_reused}"),
+            ("captions encoded / reused", f"{r.texts_encoded} / {r.texts_reused}")]
     console.print(table(f"encoded into {r.out}", rows))
+    for d in r.damaged:
+        console.print(f"[yellow]redone a damaged part[/yellow] {escape(d)}")
     if r.shapes:
         console.print(table("latent shapes", sorted(r.shapes.items()), ("shape", "rows")))
     for e in r.errors[:20]:
@@ -172,3 +191,11 @@ def encode(
     next_line(f"opensora train --data {r.out}")
     if not r.ok:
         raise typer.Exit(1)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -27,11 +27,15 @@ def inspect(
         print_json(report)
         return
     kind = report["kind"]
-    rows = [(k, _fmt(v)) for k, v in report.items() if k not in ("kind", "captions", "shapes", "config")]
+    rows = [(k, _fmt(v)) for k, v in report.items() if k not in ("kind", "sample_captions", "shapes", "config", "cache")]
+    if "cache" in report:  # what the last encode had to do and what it found stored
+        c = report["cache"]
+        rows.append(("last encode: videos encoded / reused", f"{c['videos_encoded']} / {c['videos_reused']}"))
+        rows.append(("last encode: captions encoded / reused", f"{c['texts_encoded']} / {c['texts_reused']}"))
     console.print(table(f"{kind}: {path}", rows))
     if report.get("shapes"):
         console.print(table("latent shapes", [(s, n) for s, n in report["shapes"].items()], ("shape", "rows")))
-    for c in report.get("captions", []):
+    for c in report.get("sample_captions", []):
         console.print(f"  • {escape(c)}")
 
 

@@ -43,6 +43,7 @@ def train(
     plugin: Annotated[str | None, typer.Option("--plugin", autocompletion=choices.complete_plugin, help="Colossal-AI plugin: " + " | ".join(n for n, p in PLUGINS.items() if not p.refusal) + " (zero2: CUDA only)." + default_help("train.plugin"))] = None,
     precision: Annotated[str | None, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto | fp32 | bf16 | fp16." + default_help("train.precision"))] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size." + default_help("train.batch_size"))] = None,
+    max_tokens_per_batch: Annotated[int | None, typer.Option("--max-tokens-per-batch", help="Per-rank batch of each latent shape from this token budget (replaces --batch-size): small shapes get big batches.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + default_help("train.lr"))] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant | cosine (to 10% at --steps).")] = "constant",
@@ -69,6 +70,10 @@ def train(
     Runs on one process, on --nproc N local processes, or under torchrun on many nodes
     (the same command). Checkpoints go to RUN/ckpt-NNNNNNN; --resume auto continues exactly.
 
+    Latents are centre-cropped to multiples of the model's patch (space) and the first multiple
+    of --temporal-patch frames. Before step 1 each bucket of latent shape is listed (rows, tokens,
+    batch); a shape no patch fits is refused with the fix.
+
     [bold]Examples[/bold]
       opensora train --data out/ --model DiT/S-2 --steps 2000
       opensora train --model DiT/XL-2 --sp ulysses --nproc 8
@@ -94,6 +99,9 @@ def train(
             run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
         if not worker:
             console.print(f"run: {run_dir}")
+    if not worker:
+        _show_plan(data, name, temporal_patch, s.get("train.batch_size", batch_size), nproc, sp, sp_size,
+                   max_tokens_per_batch)
     if nproc > 1 and not worker:  # rank 0 of the workers draws the progress and prints the summary
         try:
             relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
@@ -103,7 +111,7 @@ def train(
     cfg = TrainConfig(
         data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
         plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
-        batch_size=s.get("train.batch_size", batch_size), lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+        batch_size=s.get("train.batch_size", batch_size), max_tokens_per_batch=max_tokens_per_batch, lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule,
         steps=s.get("train.steps", steps), ckpt_every=s.get("train.ckpt_every", ckpt_every),
         keep=s.get("train.keep", keep), ema_decay=ema_decay, grad_clip=grad_clip, grad_checkpoint=grad_checkpoint,
         seed=seed, sp=sp, sp_size=sp_size or (1 if sp == "none" else 0), num_workers=num_workers,
@@ -128,6 +136,22 @@ def train(
         if os.environ.get(NPROC_CHILD) or not main_rank:
             raise typer.Exit(130) from None  # the --nproc parent (or rank 0) says it once for every rank
         raise Interrupted(_how_to_resume(run_dir)) from None
+
+
+def _show_plan(data: Path, model: str, temporal_patch: int, batch_size: int, nproc: int, sp: str,
+               sp_size: int | None, max_tokens: int | None) -> None:
+    """Print each bucket of latent shape as training will see it; refuse what no patch fits."""
+    from opensora.training.data import plan_dataset
+
+    world = max(nproc, int(os.environ.get("WORLD_SIZE", 1)))
+    sp_n = 1 if sp == "none" else (sp_size or world)
+    dp = max(1, world // max(sp_n, 1))
+    plan = plan_dataset(data, model, temporal_patch, batch_size, dp, max_tokens)
+    rows = [("x".join(map(str, b.thw)) + ("" if b.thw == b.train_thw else " -> " + "x".join(map(str, b.train_thw))),
+             b.rows, b.tokens, b.batch) for b in sorted(plan.buckets, key=lambda b: -b.rows)]
+    shown = rows[:12] + ([(f"… {len(rows) - 12} more", "", "", "")] if len(rows) > 12 else [])
+    console.print(table(f"latent buckets: patch {'x'.join(map(str, plan.patch))}, {plan.steps_per_epoch} steps/epoch, "
+                        f"dp {dp}", shown, ("latent TxHxW", "rows", "tokens", "batch/rank")))
 
 
 def _how_to_resume(run_dir: Path) -> str:

@@ -6,6 +6,8 @@ from opensora.compression.base import VideoCompressor
 from opensora.errors import UserError
 
 COMPRESSIONS = ("raw", "vqvae", "sdvae")
+# Which axes of a stored latent are frames, height and width (raw: T,H,W,3; vqvae: T,h,w; sdvae: C,T,h,w).
+THW_AXES = {"raw": (0, 1, 2), "vqvae": (0, 1, 2), "sdvae": (1, 2, 3)}
 
 
 def load_compressor(name: str, path: str | None = None, device: str = "cpu", batch_size: int = 16) -> VideoCompressor:

@@ -1,4 +1,15 @@
-"""Reading encoded datasets: memory-mapped Arrow shards, one row per (video, caption) pair."""
+"""Reading encoded datasets: rows of (video, caption) that reference content-keyed stores.
+
+Layout of a dataset directory (format 2):
+  manifest.json   settings, totals, the compression and text encoder; `complete` once done
+  videos/         a KeyedStore of video latents, one per distinct (video content, decode settings,
+                  compression); failed videos are kept as records with an `error` and no latent
+  texts/          a KeyedStore of text features, one per distinct (caption, text encoder), stored
+                  up to the caption's token count and padded when read
+  rows.arrow      one row per (video, caption) pair: the two keys, the file name and the caption
+  errors.jsonl    every skipped video or pair with its reason
+Everything is memory-mapped: a latent is a view into its part until a batch is stacked.
+"""
 
 from __future__ import annotations
 
@@ -6,117 +17,167 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from opensora.errors import UserError
 
-FEATURES_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def dataset_features(latent_dtype: str):
-    """The datasets Features of an encoded dataset (latents flattened, with their shapes beside them)."""
+def video_features(latent_dtype: str):
+    """Features of the video store."""
     from datasets import Features, LargeList, Value
 
-    return Features({
-        "video_file": Value("string"),
-        "caption": Value("string"),
-        "video_latent_states": LargeList(Value(latent_dtype)),
-        "video_latent_shape": LargeList(Value("int32")),
-        "text_latent_states": LargeList(Value("float16")),
-        "text_latent_shape": LargeList(Value("int32")),
-        "text_length": Value("int32"),
-        "fps": Value("float32"),
-    })
+    return Features({"key": Value("string"), "source": Value("string"), "latent": LargeList(Value(latent_dtype)),
+                     "shape": LargeList(Value("int32")), "fps": Value("float32"), "error": Value("string")})
+
+
+def text_features():
+    """Features of the text store (features kept up to the caption's length)."""
+    from datasets import Features, LargeList, Value
+
+    return Features({"key": Value("string"), "caption": Value("string"), "features": LargeList(Value("float16")),
+                     "shape": LargeList(Value("int32")), "length": Value("int32")})
+
+
+def row_features():
+    """Features of rows.arrow."""
+    from datasets import Features, Value
+
+    return Features({"video_key": Value("string"), "text_key": Value("string"), "video_file": Value("string"),
+                     "caption": Value("string")})
+
+
+def _load_manifest(path: Path) -> dict | None:
+    m = Path(path) / "manifest.json"
+    try:
+        manifest = json.loads(m.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == "opensora-encoded" else None
 
 
 def is_dataset(path: Path) -> bool:
-    """True if `path` holds an encoded dataset (finished or not)."""
-    m = Path(path) / "manifest.json"
-    if not m.exists():
-        return False
-    try:
-        return json.loads(m.read_text()).get("format") == "opensora-encoded"
-    except json.JSONDecodeError:
-        return False
+    """True if `path` holds an encoded dataset (finished or not, of any format version)."""
+    return _load_manifest(path) is not None
 
 
 def is_complete(path: Path) -> bool:
     """True if `path` holds an encoded dataset whose encoding finished."""
-    return is_dataset(path) and bool(json.loads((Path(path) / "manifest.json").read_text()).get("complete"))
+    m = _load_manifest(path)
+    return bool(m and m.get("complete"))
+
+
+def reencode_command(path: Path, manifest: dict) -> str:
+    """The `data encode` command that rebuilds the dataset at `path` from its recorded settings."""
+    s = manifest.get("settings", {})
+    cmd = f"opensora data encode -c {s.get('captions', 'CAPTIONS')} -v {s.get('videos', 'VIDEOS')} -o {path}"
+    if s.get("compression") and s["compression"] != "raw":
+        cmd += f" --compression {s['compression']}"
+    return cmd + " --overwrite"
 
 
 def read_manifest(path: Path) -> dict:
-    """The dataset's manifest; a clear error if `path` is not a finished dataset."""
+    """The dataset's manifest; a clear error if `path` is not a finished dataset of this format."""
     path = Path(path)
-    if not is_dataset(path):
+    manifest = _load_manifest(path)
+    if manifest is None:
         raise UserError(f"--data {path}: not an encoded dataset; run `opensora data encode` first")
-    manifest = json.loads((path / "manifest.json").read_text())
+    if manifest.get("version", 1) != FORMAT_VERSION:
+        raise UserError(f"--data {path}: encoded by an older opensora (format {manifest.get('version', 1)}, one latent "
+                        f"per caption); re-encode it: {reencode_command(path, manifest)}")
     if not manifest.get("complete"):
         raise UserError(f"--data {path}: encoding did not finish; rerun the same `opensora data encode` to complete it")
     return manifest
 
 
-def open_dataset(path: Path):
-    """All shards as one memory-mapped `datasets.Dataset` (nothing is loaded whole)."""
-    from datasets import Dataset, concatenate_datasets
+class _Store:
+    """One store's parts, memory-mapped, with numpy views of their list columns."""
 
-    shards = sorted((Path(path) / "shards").glob("shard-*.arrow"))
-    if not shards:
-        raise UserError(f"{path}: the dataset has no rows; check errors.jsonl beside it")
-    parts = [Dataset.from_file(str(s), in_memory=False) for s in shards]
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    def __init__(self, root: Path, column: str):
+        from opensora.data.store import read_arrow
+
+        self.parts = sorted(Path(root).glob("part-*.arrow"))
+        self.index: dict[str, tuple[int, int]] = {}
+        self.values, self.offsets, self.shapes = [], [], []
+        for p, part in enumerate(self.parts):
+            table = read_arrow(part)
+            col = table.column(column).combine_chunks()
+            self.values.append(col.values.to_numpy(zero_copy_only=False))
+            self.offsets.append(col.offsets.to_numpy())
+            self.shapes.append(table.column("shape").to_pylist())
+            for r, key in enumerate(table.column("key").to_pylist()):
+                self.index.setdefault(key, (p, r))
+
+    def get(self, key: str) -> np.ndarray:
+        p, r = self.index[key]
+        lo, hi = self.offsets[p][r], self.offsets[p][r + 1]
+        return self.values[p][lo:hi].reshape(self.shapes[p][r])
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        p, r = self.index[key]
+        return tuple(self.shapes[p][r])
 
 
 class EncodedDataset:
-    """Row access returning numpy arrays with their shapes restored (zero-copy from the mmap where possible)."""
+    """Row access returning numpy arrays with their shapes restored (views into the memory map)."""
 
     def __init__(self, path: Path):
+        from opensora.data.store import read_arrow
+
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        self.ds = open_dataset(self.path)
-        self.table = self.ds.data.table  # pyarrow Table, memory-mapped
-        self._shape = self.table.column("video_latent_shape").to_pylist()
+        rows = read_arrow(self.path / "rows.arrow")
+        if rows.num_rows == 0:
+            raise UserError(f"--data {path}: the dataset has no rows; check errors.jsonl beside it")
+        self.video_keys = rows.column("video_key").to_pylist()
+        self.text_keys = rows.column("text_key").to_pylist()
+        self.captions = rows.column("caption").to_pylist()
+        self.files = rows.column("video_file").to_pylist()
+        self.videos = _Store(self.path / "videos", "latent")
+        self.texts = _Store(self.path / "texts", "features")
+        missing = [k for k in set(self.video_keys) if k not in self.videos.index]
+        missing += [k for k in set(self.text_keys) if k not in self.texts.index]
+        if missing:
+            raise UserError(f"--data {path}: {len(missing)} stored latents or text features are missing (a part was "
+                            f"removed?); rerun: {reencode_command(self.path, self.manifest).removesuffix(' --overwrite')}")
+        self.text_length = int(self.manifest["text_encoder"]["max_length"])
+        self._shapes = [self.videos.shape(k) for k in self.video_keys]
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return len(self.video_keys)
 
     def latent_shape(self, i: int) -> tuple[int, ...]:
         """Stored latent shape of row `i` (without reading the latent)."""
-        return tuple(self._shape[i])
+        return self._shapes[i]
 
     def __getitem__(self, i: int) -> dict:
-        row = self.table.slice(i, 1)
-        video = row.column("video_latent_states").chunk(0).flatten().to_numpy(zero_copy_only=False)
-        text = row.column("text_latent_states").chunk(0).flatten().to_numpy(zero_copy_only=False)
-        tshape = row.column("text_latent_shape")[0].as_py()
-        return {
-            "video": video.reshape(self._shape[i]),
-            "text": text.reshape(tshape),
-            "text_length": row.column("text_length")[0].as_py(),
-            "caption": row.column("caption")[0].as_py(),
-        }
+        feats = self.texts.get(self.text_keys[i])  # (length, D)
+        text = np.zeros((self.text_length, feats.shape[1]), feats.dtype)
+        text[: len(feats)] = feats
+        return {"video": self.videos.get(self.video_keys[i]), "text": text, "text_length": len(feats),
+                "caption": self.captions[i], "file": self.files[i]}
 
 
 def describe_dataset(path: Path, n_captions: int = 5) -> dict:
-    """Rows, columns and dtypes, latent shapes with counts, bytes on disk and a few captions."""
+    """Videos, captions, rows, bytes per store, cache hits of the last encode, latent shapes, a few captions."""
     path = Path(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    report: dict = {"path": str(path), "complete": bool(manifest.get("complete"))}
-    shards = sorted((path / "shards").glob("shard-*.arrow"))
-    report["shards"] = len(shards)
+    manifest = _load_manifest(path) or {}
+    report: dict = {"path": str(path), "complete": bool(manifest.get("complete")), "format": manifest.get("version", 1)}
+    settings = manifest.get("settings", {})
+    report["compression"] = (manifest.get("compression") or {}).get("name", settings.get("compression"))
+    report["text_encoder"] = (manifest.get("text_encoder") or {}).get("path", settings.get("text_encoder"))
     report["bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    report["compression"] = (manifest.get("compression") or {}).get("name", manifest["settings"]["compression"])
-    report["text_encoder"] = (manifest.get("text_encoder") or {}).get("path", manifest["settings"]["text_encoder"])
-    report["filtered"] = manifest.get("filtered", 0)
-    report["failed"] = manifest.get("failed", 0)
-    if not shards:
-        report.update(rows=0, columns={}, shapes={}, captions=[])
+    if report["format"] != FORMAT_VERSION:
+        report["problem"] = f"older format; re-encode it: {reencode_command(path, manifest)}"
         return report
-    ds = open_dataset(path)
-    report["rows"] = len(ds)
-    report["columns"] = {name: str(feat) for name, feat in ds.features.items()}
-    shapes = Counter("x".join(map(str, s)) for s in ds.data.table.column("video_latent_shape").to_pylist())
-    report["shapes"] = dict(shapes.most_common())
-    tshape = ds.data.table.column("text_latent_shape")[0].as_py()
-    report["text_shape"] = "x".join(map(str, tshape))
-    report["captions"] = ds.data.table.column("caption").slice(0, n_captions).to_pylist()
+    for key in ("videos", "captions", "rows", "filtered", "failed", "video_bytes", "text_bytes", "cache"):
+        if key in manifest:
+            report[key] = manifest[key]
+    if not manifest.get("complete") or not (path / "rows.arrow").exists():
+        return report
+    ds = EncodedDataset(path)
+    report["shapes"] = dict(Counter("x".join(map(str, ds.latent_shape(i))) for i in range(len(ds))).most_common())
+    report["text_shape"] = f"{ds.text_length}x{manifest['text_encoder']['dim']}"
+    report["sample_captions"] = ds.captions[:n_captions]
     return report
-

@@ -1,17 +1,17 @@
-"""Videos + captions -> an Arrow dataset of video latents and text features, resumable by shard.
+"""Videos + captions -> an encoded dataset: each video latent and each caption's features stored once.
 
-Layout of the output directory:
-  manifest.json          settings (compression, text encoder, fps, ...) and, once done, the totals
-  shards/shard-NNNNN.arrow   rows of one block of videos, written by datasets' ArrowWriter; a shard
-                         appears (atomic rename) only when complete, so a rerun after a crash
-                         continues with the first missing shard and never duplicates rows
-  shards/shard-NNNNN.json    what happened to each video of the shard (errors, filtered)
-  errors.jsonl           every skipped video or pair with its reason
+Work is keyed by content (see `opensora.data.dataset` for the layout): a video latent by the file's
+hash, the decode settings and the compression's identity; text features by the caption and the text
+encoder's identity. A rerun encodes only what no stored part holds yet, so it continues after a crash
+(even with an edited captions file), reuses every video latent under a new text encoder and every
+text feature under a new VAE, and does nothing when nothing changed. Rows are rebuilt from the
+captions file at the end; parts nothing refers to any more are removed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -24,11 +24,21 @@ import torch
 
 from opensora.compression import load_compressor
 from opensora.data.captions import CaptionedVideo, load_captions
-from opensora.data.dataset import FEATURES_VERSION, dataset_features
-from opensora.data.video import VideoError, read_video
-from opensora.errors import UserError
-from opensora.fsutil import write_json_atomic, write_text_atomic
+from opensora.data.dataset import (
+    FORMAT_VERSION,
+    reencode_command,
+    row_features,
+    text_features,
+    video_features,
+)
+from opensora.data.store import KeyedStore, content_key, file_digest, model_identity, read_arrow, write_arrow
+from opensora.data.video import RESOLUTIONS, TOO_LONG, DecodeSettings, VideoError, read_video
+from opensora.errors import ConfigError, UserError
+from opensora.fsutil import DirectoryLock, write_json_atomic, write_text_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
+
+FILTERED = ("too long", "too small")  # deliberate filters: the encode still succeeds
+TEXT_PART_ROWS = 4096
 
 
 @dataclass
@@ -44,33 +54,74 @@ class EncodeConfig:
     fps: float | None = None
     max_seconds: float | None = None
     max_frames: int | None = None
+    too_long: str = "skip"
     size: tuple[int, int] | None = None
+    resolution: str | None = None
+    max_pixels: int | None = None
     device: str = "cpu"
     batch_size: int = 16
     num_workers: int = 2
     shard_size: int = 32
     overwrite: bool = False
+    file_column: str | None = None
+    caption_column: str | None = None
+    reuse: tuple[Path, ...] = ()
+
+    def validate(self) -> None:
+        """Raise one ConfigError listing every bad value."""
+        problems = []
+        for opt, v, low in (("--fps", self.fps, 0), ("--max-seconds", self.max_seconds, 0)):
+            if v is not None and (not math.isfinite(v) or v <= low):
+                problems.append(f"{opt} {v} must be a finite number > {low}")
+        for opt, v in (("--max-frames", self.max_frames), ("--max-pixels", self.max_pixels),
+                       ("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
+            if v is not None and v < 1:
+                problems.append(f"{opt} {v} must be at least 1")
+        if self.num_workers < 0:
+            problems.append(f"--num-workers {self.num_workers} must be 0 or more")
+        if self.too_long not in TOO_LONG:
+            problems.append(f"--too-long {self.too_long!r} is not one of {', '.join(TOO_LONG)}")
+        if self.resolution is not None and self.resolution not in RESOLUTIONS:
+            problems.append(f"--resolution {self.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
+        if sum(x is not None for x in (self.size, self.resolution, self.max_pixels)) > 1:
+            problems.append("--size, --resolution and --max-pixels exclude each other; pass one")
+        if self.too_long != "skip" and self.max_frames is None and self.max_seconds is None:
+            problems.append(f"--too-long {self.too_long} needs --max-frames or --max-seconds")
+        if problems:
+            raise ConfigError(problems)
+
+    def decode_settings(self) -> DecodeSettings:
+        """How frames are taken from each video."""
+        pixels = RESOLUTIONS[self.resolution] if self.resolution else self.max_pixels
+        return DecodeSettings(fps=self.fps, max_frames=self.max_frames, max_seconds=self.max_seconds,
+                              too_long=self.too_long, size=self.size, max_pixels=pixels)
 
     def settings(self) -> dict:
-        """The settings that must not change between a crashed run and its resumption."""
+        """What the manifest records about how the dataset was made."""
         return {"captions": str(Path(self.captions).resolve()), "videos": str(Path(self.videos).resolve()),
                 "compression": self.compression, "vae": self.vae, "text_encoder": self.text_encoder,
-                "fps": self.fps, "max_seconds": self.max_seconds, "max_frames": self.max_frames,
-                "size": list(self.size) if self.size else None, "shard_size": self.shard_size,
-                "features_version": FEATURES_VERSION}
+                "resolution": self.resolution, **self.decode_settings().to_dict()}
 
 
 @dataclass
 class EncodeSummary:
-    """Totals of one encode run (over every shard, including ones written by earlier runs)."""
+    """What an encode produced (totals over the whole dataset) and what this run had to do."""
 
     out: Path
-    videos: int = 0
+    entries: int = 0
     pairs: int = 0
     written: int = 0
     filtered: int = 0
     failed: int = 0
-    resumed_shards: int = 0
+    videos: int = 0
+    captions: int = 0
+    videos_encoded: int = 0
+    videos_reused: int = 0
+    texts_encoded: int = 0
+    texts_reused: int = 0
+    video_bytes: int = 0
+    text_bytes: int = 0
+    damaged: list[str] = field(default_factory=list)
     shapes: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)
 
@@ -83,26 +134,30 @@ class EncodeSummary:
 class _VideoSource(torch.utils.data.Dataset):
     """Decodes one video per item in DataLoader workers; errors travel back as values."""
 
-    def __init__(self, entries: list[tuple[int, CaptionedVideo]], root: Path, cfg: EncodeConfig, crop):
-        self.entries, self.root, self.cfg, self.crop = entries, root, cfg, crop
+    def __init__(self, jobs: list[tuple[str, Path]], decode: DecodeSettings, compressor, min_patch: int):
+        self.jobs, self.decode, self.compressor, self.min_patch = jobs, decode, compressor, min_patch
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.jobs)
 
     def __getitem__(self, i: int):
-        idx, entry = self.entries[i]
+        key, path = self.jobs[i]
         try:
-            path = resolve_video(self.root, entry.file)
-            frames, fps = read_video(path, fps=self.cfg.fps, max_frames=self.cfg.max_frames,
-                                     max_seconds=self.cfg.max_seconds, size=self.cfg.size)
             try:
-                frames = self.crop(frames)
+                frames, fps = read_video(path, self.decode)
+                frames = self.compressor.crop(frames)
             except ValueError as e:
                 raise VideoError(path, "too small", str(e)) from None
+            except OSError as e:  # a name too long, a permission, a vanished file: this video only
+                raise VideoError(path, "unreadable", e.strerror or str(e)) from None
+            t, h, w = self.compressor.latent_thw(*frames.shape[:3])
+            if min(h, w) < self.min_patch:
+                raise VideoError(path, "too small", f"latent {t}x{h}x{w} is smaller than one {self.min_patch}x"
+                                 f"{self.min_patch} patch of any model")
             # A tensor travels back through shared memory; a numpy array would be pickled through a pipe.
-            return idx, torch.from_numpy(np.ascontiguousarray(frames)), fps, None
+            return key, torch.from_numpy(np.ascontiguousarray(frames)), fps, None
         except VideoError as e:
-            return idx, None, None, {"reason": e.reason, "detail": e.detail}
+            return key, None, None, {"reason": e.reason, "detail": e.detail}
 
 
 def resolve_video(root: Path, name: str) -> Path:
@@ -122,153 +177,270 @@ def _collate_one(batch):
 
 def _prepare_out(cfg: EncodeConfig) -> dict:
     out = Path(cfg.out)
+    if cfg.overwrite:
+        for child in out.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     manifest_path = out / "manifest.json"
-    if cfg.overwrite and out.exists():
-        shutil.rmtree(out)
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("settings") != cfg.settings() and not old.get("complete") and not any((out / "shards").glob("shard-*")):
-            shutil.rmtree(out)  # an earlier run failed before writing anything: nothing to keep or protect
-            return _prepare_out(cfg)
-        if old.get("settings") != cfg.settings():
-            changed = sorted(k for k in cfg.settings() if old.get("settings", {}).get(k) != cfg.settings()[k])
-            raise UserError(f"--out {out} holds a dataset encoded with other settings ({', '.join(changed)}); "
-                            "pass --overwrite to start over or choose another --out")
-        return old
-    elif out.exists() and any(out.iterdir()):
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}
+        if old.get("format") != "opensora-encoded":
+            raise UserError(f"--out {out} exists and is not an opensora dataset; choose another --out or pass --overwrite")
+        if old.get("version", 1) != FORMAT_VERSION:
+            raise UserError(f"--out {out} holds a dataset of an older format; re-encode it: {reencode_command(out, old)}")
+        manifest = {**old, "settings": cfg.settings(), "complete": False}
+    elif any(c.name != ".lock" for c in out.iterdir()):
         raise UserError(f"--out {out} exists and is not an opensora dataset; choose another --out or pass --overwrite")
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    manifest = {"format": "opensora-encoded", "settings": cfg.settings(), "complete": False}
+    else:
+        manifest = {"format": "opensora-encoded", "version": FORMAT_VERSION, "settings": cfg.settings(), "complete": False}
     write_json_atomic(manifest_path, manifest)
     return manifest
 
 
-def _column(values: list[np.ndarray], dtype) -> pa.Array:
-    """A list<dtype> Arrow column built from numpy arrays without going through Python lists."""
-    flat = [np.ascontiguousarray(v).reshape(-1) for v in values]
-    offsets = np.zeros(len(flat) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(f) for f in flat])
-    data = np.concatenate(flat) if flat else np.zeros((0,), dtype)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(data.astype(dtype, copy=False)))
+class _FileHashes:
+    """File digests, remembered by (size, mtime) in OUT/file-hashes.json so reruns do not re-read videos."""
 
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.memo = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.memo = {}
+        self.fresh: dict[str, list] = {}
 
-def _write_shard(path: Path, rows: list[dict], features) -> None:
-    from datasets.arrow_writer import ArrowWriter
-
-    schema = features.arrow_schema
-    cols = {}
-    for name in schema.names:
-        typ = schema.field(name).type
-        vals = [r[name] for r in rows]
-        if pa.types.is_list(typ) or pa.types.is_large_list(typ):
-            arr = _column(vals, typ.value_type.to_pandas_dtype())
-            cols[name] = arr.cast(typ)
+    def digest(self, file: Path) -> str:
+        if str(file) in self.fresh:
+            return self.fresh[str(file)][2]
+        st = file.stat()
+        known = self.memo.get(str(file))
+        if known and known[:2] == [st.st_size, st.st_mtime_ns]:
+            digest = known[2]
         else:
-            cols[name] = pa.array(vals, type=typ)
-    table = pa.table(cols, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer = ArrowWriter(features=features, path=str(tmp))
-    writer.write_table(table)
-    writer.finalize()
-    writer.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # the shard exists only once it is whole
+            digest = file_digest(file)
+        self.fresh[str(file)] = [st.st_size, st.st_mtime_ns, digest]
+        return digest
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.fresh)
+
+
+def _video_keys(entries: list[CaptionedVideo], root: Path, identity: list, hashes: _FileHashes,
+                progress: ProgressFn) -> tuple[list[str | None], dict[int, dict], dict[str, Path]]:
+    """Each entry's video key (None with an error for a file that cannot be read) and one path per key."""
+    keys: list[str | None] = []
+    errors: dict[int, dict] = {}
+    paths: dict[str, Path] = {}
+    for i, e in enumerate(entries):
+        try:
+            path = resolve_video(root, e.file)
+            if not path.exists():
+                raise VideoError(path, "missing", "no such file")
+            if not path.is_file():
+                raise VideoError(path, "unreadable", "not a file")
+            key = content_key("video", hashes.digest(path), *identity)
+            paths.setdefault(key, path)
+            keys.append(key)
+        except VideoError as err:
+            keys.append(None)
+            errors[i] = {"reason": err.reason, "detail": err.detail}
+        except OSError as err:  # ENAMETOOLONG, EACCES, ...: this entry only
+            keys.append(None)
+            errors[i] = {"reason": "unreadable", "detail": err.strerror or str(err)}
+        progress(ProgressEvent("hash", i + 1, len(entries), unit="files"))
+    return keys, errors, paths
+
+
+def _copy_from(sources: list, wanted: set[str], store: KeyedStore, part_rows: int) -> set[str]:
+    """Copy the rows of `wanted` keys found in other datasets' stores into `store`; the keys copied."""
+    copied: set[str] = set()
+    for scan in sources:
+        by_part: dict[int, list[int]] = {}
+        for key in wanted - copied:
+            if key in scan.index:
+                p, r = scan.index[key]
+                by_part.setdefault(p, []).append(r)
+        for p, rows in by_part.items():
+            table = read_arrow(scan.parts[p]).take(rows)
+            lists = {n for n in table.column_names if pa.types.is_large_list(table.schema.field(n).type)}
+            batch = []
+            for r in range(table.num_rows):
+                row = {n: table.column(n)[r].values.to_numpy(zero_copy_only=False) if n in lists
+                       else table.column(n)[r].as_py() for n in table.column_names}
+                batch.append(row)
+                copied.add(row["key"])
+                if len(batch) == part_rows:
+                    store.append(batch)
+                    batch = []
+            if batch:
+                store.append(batch)
+    return copied
+
+
+def _reuse_sources(cfg: EncodeConfig, name: str, features) -> list:
+    sources = []
+    for d in cfg.reuse:
+        if not (Path(d) / "manifest.json").exists():
+            raise UserError(f"--reuse {d}: not an encoded dataset")
+        sources.append(KeyedStore(Path(d) / name, features).scan(repair=False))
+    return sources
 
 
 def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> EncodeSummary:
-    """Encode every (video, caption) pair of `cfg.captions` into `cfg.out`, resuming earlier runs."""
-    from opensora.text.clip import TextEncoder
-
-    entries = load_captions(cfg.captions)
+    """Encode every (video, caption) pair of `cfg.captions` into `cfg.out`, reusing all stored work."""
+    cfg.validate()
+    entries = load_captions(cfg.captions, cfg.file_column, cfg.caption_column)
     root = Path(cfg.videos)
     if not root.is_dir():
         raise UserError(f"--videos {root}: no such directory; pass the folder holding the captions' videos")
-    if cfg.shard_size < 1:
-        raise UserError("--shard-size must be at least 1")
-    manifest = _prepare_out(cfg)
     out = Path(cfg.out)
-    shard_dir = out / "shards"
-    n_shards = (len(entries) + cfg.shard_size - 1) // cfg.shard_size
-    done = {i for i in range(n_shards) if (shard_dir / f"shard-{i:05d}.arrow").exists()}
-    pending = [(i, e) for i, e in enumerate(entries) if i // cfg.shard_size not in done]
-    summary = EncodeSummary(out=out, videos=len(entries), resumed_shards=len(done))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create it ({e.strerror}); choose a writable directory") from None
+    with DirectoryLock(out, "--out"):
+        return _encode_locked(cfg, entries, root, out, progress)
 
+
+def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path, out: Path,
+                   progress: ProgressFn) -> EncodeSummary:
+    from opensora.models.presets import MIN_PATCH
+
+    manifest = _prepare_out(cfg)
+    summary = EncodeSummary(out=out, entries=len(entries))
     compressor = load_compressor(cfg.compression, cfg.vae, device=cfg.device, batch_size=cfg.batch_size)
-    text = TextEncoder(cfg.text_encoder, device=cfg.device)
-    features = dataset_features(compressor.latent_dtype)
-    # Text features of one shard at a time: each distinct caption encoded once, in batches, and
-    # memory bounded by a shard (all of MSR-VTT's 200k captions would not fit).
-    shard_text: dict[int, dict[str, tuple[np.ndarray, int]]] = {}
+    comp_id = {**compressor.spec(), **model_identity(compressor.spec().get("path"))}
+    text_id = {"path": cfg.text_encoder, **model_identity(cfg.text_encoder)}
+    decode = cfg.decode_settings()
 
-    def shard_captions(shard: int) -> dict[str, tuple[np.ndarray, int]]:
-        if shard not in shard_text:
-            lo, hi = shard * cfg.shard_size, (shard + 1) * cfg.shard_size
-            caps = list(dict.fromkeys(c.strip() for e in entries[lo:hi] for c in e.captions if c.strip()))
-            feats, lengths = text.encode(caps)
-            shard_text[shard] = {c: (f.astype(np.float16), int(n)) for c, f, n in zip(caps, feats, lengths)}
-        return shard_text[shard]
+    hashes = _FileHashes(out / "file-hashes.json")
+    vkeys, entry_errors, paths = _video_keys(entries, root, [decode.to_dict(), comp_id, MIN_PATCH], hashes, progress)
+    hashes.save()
+    captions = [[c.strip() for c in e.captions] for e in entries]
+    tkey = {c: content_key("text", c, text_id) for caps in captions for c in caps if c}
 
+    vstore = KeyedStore(out / "videos", video_features(compressor.latent_dtype))
+    tstore = KeyedStore(out / "texts", text_features())
+    vscan, tscan = vstore.scan(), tstore.scan()
+    summary.damaged = vscan.damaged + tscan.damaged
+
+    # Text features: reuse, then encode what is missing (each distinct caption once, in batches).
+    missing_t = {k for k in tkey.values() if k not in tscan.index}
+    summary.texts_reused = len(set(tkey.values())) - len(missing_t)
+    copied = _copy_from(_reuse_sources(cfg, "texts", text_features()), missing_t, tstore, TEXT_PART_ROWS)
+    summary.texts_reused += len(copied)
+    todo = [c for c, k in tkey.items() if k in missing_t - copied]
+    text_spec = manifest.get("text_encoder") if manifest.get("text_identity") == text_id else None
+    if todo or text_spec is None:
+        from opensora.text.clip import TextEncoder
+
+        text = TextEncoder(cfg.text_encoder, device=cfg.device)
+        text_spec = text.spec()
+        progress(ProgressEvent("text", 0, len(todo), unit="captions"))
+        for lo in range(0, len(todo), TEXT_PART_ROWS):
+            batch = todo[lo : lo + TEXT_PART_ROWS]
+            feats, lengths = text.encode(batch)
+            tstore.append([{"key": tkey[c], "caption": c, "features": f[:n].astype(np.float16),
+                            "shape": np.array([n, f.shape[1]], np.int32), "length": int(n)}
+                           for c, f, n in zip(batch, feats, lengths)])
+            progress(ProgressEvent("text", lo + len(batch), len(todo), unit="captions"))
+        summary.texts_encoded = len(todo)
+
+    # Video latents: reuse, then decode + compress what is missing, a part per --shard-size videos.
+    wanted = {k for k in vkeys if k is not None}
+    missing_v = {k for k in wanted if k not in vscan.index}
+    summary.videos_reused = len(wanted) - len(missing_v)
+    copied = _copy_from(_reuse_sources(cfg, "videos", vstore.features), missing_v, vstore, cfg.shard_size)
+    summary.videos_reused += len(copied)
+    jobs = [(k, paths[k]) for k in dict.fromkeys(vkeys) if k in missing_v - copied]
     loader = torch.utils.data.DataLoader(
-        _VideoSource(pending, root, cfg, compressor.crop), batch_size=1, shuffle=False,
+        _VideoSource(jobs, decode, compressor, MIN_PATCH), batch_size=1, shuffle=False,
         num_workers=max(0, cfg.num_workers), collate_fn=_collate_one,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
     )
-    by_shard: dict[int, tuple[list[dict], list[dict]]] = {}
-    remaining = Counter(i // cfg.shard_size for i, _ in pending)
-    completed = len(entries) - len(pending)
-    progress(ProgressEvent("encode", completed, len(entries), unit="videos"))
-    for idx, frames, fps, err in loader:
-        entry = entries[idx]
-        shard = idx // cfg.shard_size
-        rows, events = by_shard.setdefault(shard, ([], []))
-        caps = [c.strip() for c in entry.captions]
+    pending: list[dict] = []
+    progress(ProgressEvent("encode", 0, len(jobs), unit="videos"))
+    for done, (key, frames, fps, err) in enumerate(loader, 1):
         if err is not None:
-            events.append({"file": entry.file, "line": entry.line, "pairs": len(caps), **err})
+            pending.append({"key": key, "source": os.path.relpath(paths[key], root.absolute()),
+                            "latent": np.zeros((0,)), "shape": np.zeros((0,), np.int32), "fps": 0.0,
+                            "error": f"{err['reason']}: {err['detail']}"})
         else:
-            good = [c for c in caps if c]
-            if len(good) < len(caps):
-                events.append({"file": entry.file, "line": entry.line, "pairs": len(caps) - len(good),
-                               "reason": "empty caption", "detail": ""})
-            if good:
-                latent = compressor.encode([frames.numpy()])[0]
-                cache = shard_captions(shard)
-                for c in good:
-                    feat, length = cache[c]
-                    rows.append({"video_file": entry.file, "caption": c, "video_latent_states": latent,
-                                 "video_latent_shape": np.array(latent.shape, np.int32),
-                                 "text_latent_states": feat, "text_latent_shape": np.array(feat.shape, np.int32),
-                                 "text_length": length, "fps": float(fps)})
-        remaining[shard] -= 1
-        if remaining[shard] == 0:
-            rows, events = by_shard.pop(shard)
-            shard_text.pop(shard, None)
-            shapes = Counter("x".join(map(str, r["video_latent_shape"])) for r in rows)
-            write_json_atomic(shard_dir / f"shard-{shard:05d}.json",
-                              {"rows": len(rows), "events": events, "shapes": dict(shapes)})
-            _write_shard(shard_dir / f"shard-{shard:05d}.arrow", rows, features)
-        completed += 1
-        progress(ProgressEvent("encode", completed, len(entries), unit="videos"))
+            latent = compressor.encode([frames.numpy()])[0]
+            pending.append({"key": key, "source": os.path.relpath(paths[key], root.absolute()), "latent": latent,
+                            "shape": np.array(latent.shape, np.int32), "fps": float(fps), "error": ""})
+        summary.videos_encoded += err is None
+        if len(pending) == cfg.shard_size:
+            vstore.append(pending)
+            pending = []
+        progress(ProgressEvent("encode", done, len(jobs), unit="videos"))
+    if pending:
+        vstore.append(pending)
 
-    # Totals over all shards, including those of earlier runs.
-    for i in range(n_shards):
-        meta = json.loads((shard_dir / f"shard-{i:05d}.json").read_text())
-        summary.written += meta["rows"]
-        summary.shapes.update(meta["shapes"])
-        for ev in meta["events"]:
-            summary.errors.append(ev)
-            if ev["reason"] == "too long":
-                summary.filtered += ev["pairs"]
-            else:
-                summary.failed += ev["pairs"]
-    summary.pairs = summary.written + summary.filtered + summary.failed
-    write_text_atomic(out / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in summary.errors))
+    _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore, tstore, summary)
     manifest.update({
-        "complete": True, "shards": n_shards, "rows": summary.written, "filtered": summary.filtered,
-        "failed": summary.failed, "compression": compressor.spec(), "latent_channels": compressor.latent_channels,
-        "stride": list(compressor.stride),
-        "text_encoder": text.spec(),
+        "complete": True, "rows": summary.written, "videos": summary.videos, "captions": summary.captions,
+        "filtered": summary.filtered, "failed": summary.failed, "video_bytes": summary.video_bytes,
+        "text_bytes": summary.text_bytes,
+        "cache": {"videos_encoded": summary.videos_encoded, "videos_reused": summary.videos_reused,
+                  "texts_encoded": summary.texts_encoded, "texts_reused": summary.texts_reused},
+        "compression": compressor.spec(), "latent_channels": compressor.latent_channels,
+        "stride": list(compressor.stride), "text_encoder": text_spec, "text_identity": text_id,
     })
     write_json_atomic(out / "manifest.json", manifest)
     return summary
 
+
+def _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore: KeyedStore, tstore: KeyedStore,
+            summary: EncodeSummary) -> None:
+    """Rows from the captions file and the stores, errors.jsonl, and the pruning of unreferenced parts."""
+    vinfo: dict[str, tuple[str, list]] = {}
+    for part in vstore.scan().parts:
+        table = read_arrow(part)
+        for key, error, shape in zip(table.column("key").to_pylist(), table.column("error").to_pylist(),
+                                     table.column("shape").to_pylist()):
+            vinfo.setdefault(key, (error, shape))
+    rows, events = [], []
+    used_v, used_t = set(), set()
+    for i, (entry, caps, key) in enumerate(zip(entries, captions, vkeys)):
+        where = {"file": entry.file, "line": entry.line}
+        if not caps:
+            events.append({**where, "pairs": 0, "reason": "no captions", "detail": "the entry lists no caption"})
+            continue
+        summary.pairs += len(caps)
+        error = entry_errors.get(i)
+        if error is None:
+            stored, shape = vinfo[key]
+            used_v.add(key)
+            if stored:
+                reason, _, detail = stored.partition(": ")
+                error = {"reason": reason, "detail": detail}
+        if error is not None:
+            events.append({**where, "pairs": len(caps), **error})
+            if error["reason"] in FILTERED:
+                summary.filtered += len(caps)
+            else:
+                summary.failed += len(caps)
+            continue
+        good = [c for c in caps if c]
+        if len(good) < len(caps):
+            events.append({**where, "pairs": len(caps) - len(good), "reason": "empty caption", "detail": ""})
+            summary.failed += len(caps) - len(good)
+        for c in good:
+            rows.append({"video_key": key, "text_key": tkey[c], "video_file": entry.file, "caption": c})
+            used_t.add(tkey[c])
+            summary.shapes["x".join(map(str, shape))] += 1
+    summary.written = len(rows)
+    summary.videos = sum(1 for k in used_v if not vinfo[k][0])
+    summary.captions = len(used_t)
+    summary.errors = events
+    write_arrow(Path(cfg.out) / "rows.arrow", rows, row_features())
+    write_text_atomic(Path(cfg.out) / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in events))
+    vstore.prune(used_v)
+    tstore.prune(used_t)
+    summary.video_bytes = vstore.scan(repair=False).bytes
+    summary.text_bytes = tstore.scan(repair=False).bytes

@@ -18,6 +18,7 @@ SIZES = {  # name: (depth, hidden, heads), as in the DiT paper; T is ours
     "XL": (28, 1152, 16),
 }
 DiT_models = {f"DiT/{s}-{p}": (s, p) for s in SIZES for p in (2, 4, 8)}
+MIN_PATCH = min(p for _, p in DiT_models.values())  # a latent smaller than this trains on no model
 
 
 def model_config(name: str, temporal_patch: int = 1) -> dict:

@@ -24,6 +24,7 @@ class TrainConfig:
     plugin: str = "hybrid"
     precision: str = "auto"
     batch_size: int = 4  # global: per-rank batch x data-parallel size
+    max_tokens_per_batch: int | None = None  # per-rank batch of each bucket from a token budget instead
     lr: float = 1e-4
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # or "cosine": decay to 10% of --lr at --steps
@@ -64,6 +65,8 @@ class TrainConfig:
                             ("--ckpt-every", self.ckpt_every), ("--keep", self.keep), ("--sp-size", self.sp_size)):
             if value < 1:
                 p.append(f"{name} {value} must be at least 1")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
+            p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
         if self.lr_schedule not in ("constant", "cosine"):
             p.append(f"--lr-schedule {self.lr_schedule!r} is not constant or cosine")
         if self.lr <= 0:

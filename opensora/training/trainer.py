@@ -25,7 +25,7 @@ from opensora.fsutil import share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig
-from opensora.training.data import DataPosition, make_loader
+from opensora.training.data import DataPosition, crop_to_patch, make_loader, plan_buckets
 from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
 from opensora.training.plugins import check_plugin, keeps_masters, make_plugin, optimizer_clips
 from opensora.training.precision import (
@@ -133,6 +133,12 @@ class Trainer:
                                  text["max_length"], cfg.temporal_patch)
             ema = copy.deepcopy(model)
         self._check_compatible(model, manifest)
+        from opensora.compression import THW_AXES
+
+        self.patch = tuple(model.patch_size)
+        self.plan = plan_buckets([self.data.latent_shape(i) for i in range(len(self.data))],
+                                 THW_AXES[manifest["compression"]["name"]], self.patch, self.per_rank_batch,
+                                 self.dims.dp_size, cfg.max_tokens_per_batch, self.data.files)
         if cfg.grad_checkpoint:
             model.enable_gradient_checkpointing()
         if self.dims.sp_enabled:
@@ -313,7 +319,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _batches(self):
-        loader, sampler = make_loader(self.data, self.per_rank_batch, self.dims.dp_rank, self.dims.dp_size,
+        loader, sampler = make_loader(self.data, self.plan.batch_of(), self.dims.dp_rank, self.dims.dp_size,
                                       self.cfg.seed, self.cfg.num_workers)
         while True:
             sampler.set_position(self.position.epoch, self.position.batch)
@@ -344,7 +350,7 @@ class Trainer:
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             batch = next(batches)
-            x0 = self.compressor.to_diffusion(batch["video"].to(dev))
+            x0 = crop_to_patch(self.compressor.to_diffusion(batch["video"].to(dev)), self.patch)
             with self.amp.autocast():
                 loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
                                       self.diffusion, self.scheduler, self.gen)
@@ -356,17 +362,18 @@ class Trainer:
                 with torch.no_grad():
                     torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - cfg.ema_decay)
             self.step += 1
-            logged = loss.detach().float().clone()
-            dist.all_reduce(logged)
-            logged = logged.item() / self.env.world_size
+            stats = torch.stack([loss.detach().float(), torch.tensor(float(len(x0)), device=loss.device)])
+            dist.all_reduce(stats)  # loss summed over ranks; samples counted once per sequence-parallel group
+            logged, step_samples = stats[0].item() / self.env.world_size, round(stats[1].item() / self.dims.sp_size)
             if not math.isfinite(logged):
                 raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
             dt = time.perf_counter() - t0
-            n_samples += cfg.batch_size
+            n_samples += step_samples
             summary.losses.append(logged)
             if self.is_main:
                 lr = self.lr_scheduler.get_last_lr()[0]
-                rec = {"step": self.step, "loss": logged, "lr": lr, "samples_per_s": cfg.batch_size / dt}
+                rec = {"step": self.step, "loss": logged, "lr": lr, "samples": step_samples,
+                       "samples_per_s": step_samples / dt}
                 if norm is not None:  # a skipped step, or a plugin that does not measure it: absent
                     rec["grad_norm"] = norm
                 scale = self.loss_scale()
@@ -377,7 +384,7 @@ class Trainer:
                 for k, v in rec.items():
                     if k != "step":
                         writer.add_scalar(f"train/{k}", float(v), self.step)
-                info = {"loss": logged, "samples/s": cfg.batch_size / dt}
+                info = {"loss": logged, "samples/s": step_samples / dt}
                 if self.skipped_steps:
                     info["skipped"] = self.skipped_steps
                 self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps", info=info))
