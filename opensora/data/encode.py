@@ -295,6 +295,9 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
     root = Path(cfg.videos)
     if not root.is_dir():
         raise UserError(f"--videos {root}: no such directory; pass the folder holding the captions' videos")
+    from opensora.hub import check_loadable
+
+    check_loadable(cfg.text_encoder, "--text-encoder")  # in seconds, before anything is written
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a directory")

@@ -43,13 +43,14 @@ def test_encode_raw_rows_shapes_and_inspect(cli, tmp_path, video_dir, tiny_text_
     assert ds[0]["video"].shape == (8, 32, 48, 3) and ds[0]["video"].dtype == np.uint8
     assert ds[2]["video"].shape == (12, 48, 32, 3)  # dynamic resolution: kept as it is
     assert ds[0]["text"].shape == (16, 32)
-    np.testing.assert_array_equal(ds[0]["video"], ds[1]["video"])  # two captions, same video
-    assert ds.table.column_names[:3] == ["video_file", "caption", "video_latent_states"]
+    np.testing.assert_array_equal(ds[0]["video"], ds[1]["video"])  # two captions, same video ...
+    assert np.shares_memory(ds[0]["video"], ds[1]["video"])  # ... stored once
     r = cli("inspect", out, "--json")
     info = json.loads(r.out)
-    assert info["kind"] == "dataset" and info["rows"] == 4
+    assert info["kind"] == "dataset" and info["rows"] == 4 and info["videos"] == 3 and info["captions"] == 4
     assert info["shapes"] == {"8x32x48x3": 2, "12x48x32x3": 1, "16x64x64x3": 1}
-    assert "a red square" in info["captions"]
+    assert info["video_bytes"] < 1.1 * (8 * 32 * 48 + 12 * 48 * 32 + 16 * 64 * 64) * 3
+    assert "a red square" in info["sample_captions"]
     assert "latent shapes" in cli("inspect", out).out
 
 
@@ -119,22 +120,43 @@ def test_malformed_captions_name_line_and_column(cli, tmp_path, video_dir):
     assert r.code == 2 and f"{p2}:3:" in r.err
 
 
-def test_other_settings_need_overwrite(cli, tmp_path, video_dir, tiny_text_encoder):
-    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
-    args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--text-encoder", tiny_text_encoder,
-            "--num-workers", "0"]
-    assert cli(*args).code == 0
-    r = cli(*args, "--fps", "4")
-    assert r.code == 2 and "--overwrite" in r.err and "fps" in r.err
-    assert cli(*args, "--fps", "4", "--overwrite").code == 0
-    assert EncodedDataset(tmp_path / "o").latent_shape(0) == (4, 32, 48, 3)
+def _cache(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["cache"]
+
+
+def test_reruns_encode_only_what_changed(cli, tmp_path, video_dir, tiny_text_encoder):
+    from opensora.text.clip import build_tiny_clip_text_encoder
+
+    caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x", "y"]}, {"file": "b.mp4", "captions": ["x"]}])
+    out = tmp_path / "o"
+    args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", out, "--num-workers", "0"]
+    assert cli(*args, "--text-encoder", tiny_text_encoder).code == 0
+    assert _cache(out) == {"videos_encoded": 2, "videos_reused": 0, "texts_encoded": 2, "texts_reused": 0}
+    first = sorted(p.stat().st_mtime_ns for p in out.rglob("part-*.arrow"))
+    assert cli(*args, "--text-encoder", tiny_text_encoder).code == 0  # nothing changed: nothing to do
+    assert _cache(out) == {"videos_encoded": 0, "videos_reused": 2, "texts_encoded": 0, "texts_reused": 2}
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("part-*.arrow")) == first
+    other = build_tiny_clip_text_encoder(tmp_path / "clip2", hidden=32, layers=1, heads=2, max_length=16, seed=1)
+    assert cli(*args, "--text-encoder", other).code == 0  # a new text encoder reuses every video latent
+    assert _cache(out) == {"videos_encoded": 0, "videos_reused": 2, "texts_encoded": 2, "texts_reused": 0}
+    r = cli(*args, "--text-encoder", other, "--fps", "4")  # new decode settings reuse every text feature
+    assert r.code == 0, r.err
+    assert _cache(out) == {"videos_encoded": 2, "videos_reused": 0, "texts_encoded": 0, "texts_reused": 2}
+    ds = EncodedDataset(out)
+    assert ds.latent_shape(0) == (4, 32, 48, 3) and len(ds) == 3
+    # replaced work is pruned: one part per store left
+    assert len(list((out / "videos").glob("part-*.arrow"))) == 1 and len(list((out / "texts").glob("part-*.arrow"))) == 1
+    # another dataset can copy what this one stored
+    r = cli(*args[:6], "-o", tmp_path / "o2", "--num-workers", "0", "--text-encoder", other, "--fps", "4", "--reuse", out)
+    assert r.code == 0, r.err
+    assert _cache(tmp_path / "o2") == {"videos_encoded": 0, "videos_reused": 2, "texts_encoded": 0, "texts_reused": 2}
 
 
 def test_a_failed_encode_does_not_block_the_corrected_rerun(cli, tmp_path, video_dir, tiny_text_encoder):
     caps = _captions(tmp_path / "c.json", [{"file": "a.mp4", "captions": ["x"]}])
     args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", tmp_path / "o", "--num-workers", "0"]
-    r = cli(*args, "--text-encoder", tmp_path / "no-such-encoder")  # fails before writing any shard
-    assert r.code != 0 and (tmp_path / "o" / "manifest.json").exists()
+    r = cli(*args, "--text-encoder", tmp_path / "no-such-encoder")  # fails before writing anything
+    assert r.code == 2 and not (tmp_path / "o").exists()
     r = cli(*args, "--text-encoder", tiny_text_encoder)
     assert r.code == 0, r.err
     assert EncodedDataset(tmp_path / "o").latent_shape(0) == (8, 32, 48, 3)
@@ -180,20 +202,43 @@ def test_kill_9_then_resume_gives_every_row_once(tmp_path, tiny_text_encoder):
     proc = subprocess.Popen(_encode_cmd(caps, vids, out, tiny_text_encoder), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "shards").glob("shard-*.arrow"))) < 3:
+    while time.time() < deadline and len(list((out / "videos").glob("part-*.arrow"))) < 3:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list((out / "shards").glob("shard-*.arrow")))
+    done_before = len(list((out / "videos").glob("part-*.arrow")))
     assert 3 <= done_before < n, "the encode finished before it could be killed; make it slower"
     assert not json.loads((out / "manifest.json").read_text())["complete"]
+    # The captions file is edited between the kill and the rerun: one entry prepended, one caption changed.
+    write_video(vids / "new.mp4", moving_square_video(24, 96, 96, seed=99), 12)
+    items = [{"file": "new.mp4", "captions": ["a new one"]}] + items
+    items[1]["captions"][0] = "video 0, reworded"
+    caps = _captions(tmp_path / "c.json", items)
     r = run_opensora(*_encode_cmd(caps, vids, out, tiny_text_encoder)[3:])
     assert r.returncode == 0, r.stderr
-    assert "shards from an earlier run" in r.stdout
+    cache = _cache(out)
+    assert cache["videos_reused"] >= done_before and cache["videos_reused"] + cache["videos_encoded"] == n + 1
     ds = EncodedDataset(out)
-    pairs = [(ds.table.column("video_file")[i].as_py(), ds[i]["caption"]) for i in range(len(ds))]
-    assert pairs == [(f"v{i:02d}.mp4", f"{k} {i}") for i in range(n) for k in ("video", "clip")]
-    assert not list((out / "shards").glob(".*tmp"))
+    pairs = [(ds.files[i], ds[i]["caption"]) for i in range(len(ds))]
+    expected = [(x["file"], c) for x in items for c in x["captions"]]
+    assert pairs == expected  # 0 lost, 0 duplicated
+    assert ds[1]["caption"] == "video 0, reworded" and ds[0]["video"].shape == (24, 96, 96, 3)
+    assert not list(out.rglob(".*tmp"))
+
+
+def test_a_damaged_part_is_redone_not_trusted(cli, tmp_path, video_dir, tiny_text_encoder):
+    caps = _captions(tmp_path / "c.json", [{"file": n, "captions": [n]} for n in ("a.mp4", "b.mp4", "c.mp4")])
+    out = tmp_path / "o"
+    args = ["data", "encode", "-c", caps, "-v", video_dir, "-o", out, "--num-workers", "0", "--shard-size", "1",
+            "--text-encoder", tiny_text_encoder]
+    assert cli(*args).code == 0
+    part = sorted((out / "videos").glob("part-*.arrow"))[1]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated on disk
+    r = cli(*args)
+    assert r.code == 0, r.err
+    assert "redone a damaged part" in r.out and _cache(out)["videos_encoded"] == 1
+    ds = EncodedDataset(out)
+    assert [ds[i]["video"].shape[0] for i in range(3)] == [8, 12, 16]
 
 
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
