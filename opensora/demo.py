@@ -7,7 +7,9 @@ initialised, real-tokenizer) text encoder are small.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +79,6 @@ _NOT_RECORDED = ("out", "num_workers", "samples_per_prompt", "sample_steps", "cf
 def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
     """Keep `out`'s stages only if they were built with `cfg`'s settings; else say what differs and rebuild."""
     import json
-    import shutil
     import warnings
     from dataclasses import asdict
 
@@ -126,8 +127,11 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     dataset = out / "dataset"
     enc = EncodeConfig(captions=collated / "train" / "annotations.json", videos=collated / "train" / "videos",
                        out=dataset, compression="raw", text_encoder=str(text_dir), num_workers=cfg.num_workers)
-    from opensora.data.dataset import is_complete
+    from opensora.data.dataset import FORMAT_VERSION, is_complete
 
+    manifest = dataset / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("version", 1) != FORMAT_VERSION:
+        shutil.rmtree(dataset)  # the demo's own dataset of an older format: rebuilt, not an error
     if not is_complete(dataset):  # a crashed encode is continued, a finished one reused
         encode_dataset(enc, progress)
     run_dir = out / "run"
