@@ -43,6 +43,54 @@ def save_model_dir(directory: Path, model, meta: dict, ema=None) -> None:
     (directory / META).write_text(json.dumps({**meta, "parameters": n_params, "has_ema": ema is not None}, indent=2))
 
 
+def checkpoint_problem(path: Path, training: bool = False) -> str | None:
+    """What is damaged or missing in a checkpoint (None when every file reads), without loading weights.
+
+    Reads the JSON files and each safetensors header (a truncated file fails there); with
+    `training`, also the trainer state, RNG files and optimizer directory that resuming needs.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    jsons = [META, "model/config.json"] + (["trainer_state.json"] if training else [])
+    if (path / "ema").is_dir():
+        jsons.append("ema/config.json")
+    for name in jsons:
+        try:
+            json.loads((path / name).read_text())
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, ValueError) as e:
+            return f"{name} is unreadable ({str(e).splitlines()[0][:80]})"
+    tensors = sorted(path.glob("model/*.safetensors")) + sorted(path.glob("ema/*.safetensors"))
+    if not sorted(path.glob("model/*.safetensors")):
+        return "model/ has no weights file"
+    if training:
+        tensors += sorted(path.glob("rng-*.safetensors")) + sorted(path.glob("master-*.safetensors"))
+        if not (path / "optimizer").is_dir() and json.loads((path / "trainer_state.json").read_text()).get("optimizer_state", True):
+            return "optimizer/ is missing"
+    for f in tensors:
+        try:
+            with safe_open(str(f), "pt") as st:
+                for key in list(st.keys())[-1:]:  # the last tensor ends at the end of the file
+                    st.get_slice(key)
+            expected = _safetensors_end(f)
+            if f.stat().st_size < expected:
+                return f"{f.relative_to(path)} is truncated ({f.stat().st_size} of {expected} bytes)"
+        except Exception as e:  # safetensors raises its own error types for every kind of damage
+            return f"{f.relative_to(path)} is unreadable ({str(e).splitlines()[0][:80]})"
+    return None
+
+
+def _safetensors_end(f: Path) -> int:
+    """The size a safetensors file must have: 8 + header + the largest tensor end offset."""
+    with open(f, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + n + max(ends, default=0)
+
+
 def load_dit(directory: Path, dtype: torch.dtype = torch.float32):
     """A VideoDiT saved with save_pretrained (config.json + safetensors), without pickle.
 
@@ -60,6 +108,11 @@ def load_model(path: Path, ema: bool = True, device: str | torch.device = "cpu",
     """(model, meta) from a checkpoint; EMA weights when present and `ema` is True."""
     path = Path(path)
     meta = read_meta(path)
+    problem = checkpoint_problem(path)
+    if problem:
+        others = [c for c in checkpoints_of(path.parent) if c != path and not checkpoint_problem(c)]
+        hint = f"use another one, e.g. --ckpt {others[-1]}" if others else "use another checkpoint"
+        raise UserError(f"--ckpt {path}: {problem}; {hint}")
     sub = "ema" if ema and (path / "ema").is_dir() else "model"
     model = load_dit(path / sub, dtype)
     return model.to(device).eval(), {**meta, "weights": sub}

@@ -34,6 +34,30 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def check_writable(directory: Path, option: str, need_bytes: int = 0) -> None:
+    """A UserError unless files can be created in `directory` (made if missing) with `need_bytes` free."""
+    import shutil
+
+    from opensora.errors import UserError
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe-{secrets.token_hex(4)}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except FileExistsError:
+        raise UserError(f"{option} {directory}: a file of that name is in the way; choose another path") from None
+    except NotADirectoryError:
+        raise UserError(f"{option} {directory}: part of the path is a file, not a folder; choose another path") from None
+    except OSError as e:
+        raise UserError(f"{option} {directory}: cannot write there ({e.strerror}); choose a writable folder") from None
+    free = shutil.disk_usage(directory).free
+    if need_bytes and free < need_bytes:
+        raise UserError(f"{option} {directory}: {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed; "
+                        "free some space or choose another folder")
+
+
 def share_tree(root: Path) -> None:
     """Give every file under `root` the mode a plain open() gives (0666 less the umask).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,7 @@ def download(
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected SHA-256 of the archive.")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Expected archive size in bytes.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if complete.")] = False,
+    stall_timeout: Annotated[float, typer.Option("--stall-timeout", help="Stop (resumable) when under 1 KiB arrives in this many seconds.")] = 60.0,
     seed: Annotated[int, typer.Option("--seed", help="shapes: seed of the generated world.")] = 0,
     videos_per_combo: Annotated[int, typer.Option("--videos-per-combo", help="shapes: clips per colour x shape x direction.")] = 6,
 ) -> None:
@@ -41,6 +43,8 @@ def download(
       opensora data download shapes --dest ~/data/shapes
     """
     s: Settings = ctx.obj
+    if not math.isfinite(stall_timeout) or stall_timeout <= 0:
+        raise UserError(f"--stall-timeout {stall_timeout} must be a finite number of seconds > 0")
     if dataset not in ("msrvtt", "shapes"):
         raise UserError(f"unknown dataset {dataset!r}; choose msrvtt or shapes")
     dest = dest or s.home / "downloads" / dataset
@@ -57,7 +61,7 @@ def download(
     if force:
         remove_partial(dest)
     with progress_bars() as progress:
-        r = download_dataset(dest, url=url, sha256=sha256, size=size, progress=progress)
+        r = download_dataset(dest, url=url, sha256=sha256, size=size, progress=progress, stall_seconds=stall_timeout)
     if r.skipped:
         console.print(f"already complete: {r.dest} ({r.bytes:,} bytes, sha256 {r.sha256[:16]}…)")
     else:

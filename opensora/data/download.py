@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -47,14 +48,25 @@ def _archive_name(url: str) -> str:
     return name or "dataset.zip"
 
 
-def _fetch(url: str, part: Path, progress: ProgressFn, timeout: float) -> tuple[int, int | None]:
-    """Append the rest of `url` to `part` (HTTP Range); return (bytes resumed from, total size)."""
+class _Stalled(Exception):
+    pass
+
+
+STALL_BYTES = 1024  # fewer bytes than this in a whole stall window stops the download
+
+
+def _fetch(url: str, part: Path, progress: ProgressFn, timeout: float,
+           stall_seconds: float = 60.0) -> tuple[int, int | None]:
+    """Append the rest of `url` to `part` (HTTP Range); return (bytes resumed from, total size).
+
+    `timeout` bounds the connection; `stall_seconds` bounds a transfer that sends (almost) nothing.
+    """
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "opensora"})
     if have:
         req.add_header("Range", f"bytes={have}-")
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = urllib.request.urlopen(req, timeout=min(timeout, stall_seconds))
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # nothing left to fetch: the partial file is already whole
             return have, have
@@ -72,11 +84,23 @@ def _fetch(url: str, part: Path, progress: ProgressFn, timeout: float) -> tuple[
             total = int(length) if length else None
         done = start
         progress(ProgressEvent("download", done, total, unit="bytes"))
+        window_start, window_bytes = time.monotonic(), 0
         with open(part, mode) as f:
-            while chunk := resp.read1(CHUNK):  # whatever has arrived: smooth progress on slow links
-                f.write(chunk)
-                done += len(chunk)
-                progress(ProgressEvent("download", done, total, unit="bytes"))
+            try:
+                while chunk := resp.read1(CHUNK):  # whatever has arrived: smooth progress on slow links
+                    f.write(chunk)
+                    done += len(chunk)
+                    window_bytes += len(chunk)
+                    progress(ProgressEvent("download", done, total, unit="bytes"))
+                    if time.monotonic() - window_start >= stall_seconds:
+                        if window_bytes < STALL_BYTES:  # a trickle is a stall too (1 byte every 30 s never times out)
+                            raise _Stalled(f"{window_bytes} bytes in the last {stall_seconds:g} s")
+                        window_start, window_bytes = time.monotonic(), 0
+            except (_Stalled, TimeoutError, OSError) as e:
+                f.flush()
+                why = str(e) if isinstance(e, _Stalled) else f"no data for {stall_seconds:g} s"
+                raise OpenSoraError(f"download of {url} stalled ({why}) after {done:,} bytes; rerun the same "
+                                    "command to resume, or raise --stall-timeout") from None
             f.flush()
             os.fsync(f.fileno())
     return start, total
@@ -123,6 +147,7 @@ def download_dataset(
     size: int | None = None,
     progress: ProgressFn = no_progress,
     timeout: float = 60.0,
+    stall_seconds: float = 60.0,
 ) -> DownloadResult:
     """Download `url` into `dest` (resuming a partial download), verify it, and extract it."""
     dest = Path(dest)
@@ -134,7 +159,7 @@ def download_dataset(
         if info.get("url") == url and (sha256 is None or info.get("sha256") == sha256.lower()):
             return DownloadResult(dest, archive, info["bytes"], info["sha256"], 0, True)
     part = archive.with_name(archive.name + ".part")
-    resumed_from, total = _fetch(url, part, progress, timeout)
+    resumed_from, total = _fetch(url, part, progress, timeout, stall_seconds)
     got = part.stat().st_size
     expected = size if size is not None else total
     if expected is not None and got != expected:

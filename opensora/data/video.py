@@ -295,15 +295,25 @@ def write_video(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> Pa
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     tmp = path.with_name(f".{path.name}.tmp.mp4")
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), mode="w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.width, s.height = frames.shape[2], frames.shape[1]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(crf), "preset": "veryfast"}
-        for f in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+    try:
+        with av.open(str(tmp), mode="w") as c:
+            s = c.add_stream("libx264", rate=rate)
+            s.width, s.height = frames.shape[2], frames.shape[1]
+            s.pix_fmt = "yuv420p"
+            s.options = {"crf": str(crf), "preset": "veryfast"}
+            for f in frames:
+                for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                    c.mux(packet)
+            for packet in s.encode():
                 c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-    tmp.replace(path)
+        tmp.replace(path)
+    except (OSError, av.FFmpegError) as e:
+        tmp.unlink(missing_ok=True)  # a full disk leaves nothing half-written
+        from opensora.errors import UserError
+
+        why = getattr(e, "strerror", None) or str(e)
+        raise UserError(f"{path}: cannot write the video ({why}); free some space or choose another output") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -15,7 +15,7 @@ from opensora.data.video import write_video
 from opensora.devices import PRECISION_NAMES, resolve_device, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, sample_latents
 from opensora.errors import UserError
-from opensora.fsutil import write_json_atomic
+from opensora.fsutil import check_writable, write_json_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 
 
@@ -45,6 +45,30 @@ class SampleConfig:
     model: str | None = None  # only to check the checkpoint's preset
     sp: str = "none"  # sequence parallelism across the ranks of a torchrun job
     sp_size: int = 1
+
+    def validate(self) -> None:
+        """Raise one ConfigError listing every bad value (NaN, infinities, zero, negatives, unknown names)."""
+        from opensora.diffusion.gaussian import SAMPLERS
+        from opensora.errors import collect
+        from opensora.training.config import PRECISIONS
+
+        p = []
+        for opt, v in (("--height", self.height), ("--width", self.width), ("--steps", self.steps),
+                       ("--num-samples", self.num_samples)):
+            if v < 1:
+                p.append(f"{opt} {v} must be at least 1")
+        if self.frames is not None and self.frames < 1:
+            p.append(f"--frames {self.frames} must be at least 1")
+        for opt, v in (("--fps", self.fps), ("--sec", self.sec if self.frames is None else 1.0)):
+            if v is None or not math.isfinite(v) or v <= 0:
+                p.append(f"{opt} {v} must be a finite number > 0")
+        if not math.isfinite(self.cfg_scale) or self.cfg_scale < 0:
+            p.append(f"--cfg-scale {self.cfg_scale} must be a finite number >= 0 (1 = no guidance)")
+        if self.sampler not in SAMPLERS:
+            p.append(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.precision not in PRECISIONS:
+            p.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        collect(p)
 
     def num_frames(self) -> int:
         """--frames, or --sec x --fps."""
@@ -97,8 +121,12 @@ def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tu
 
     stride = tuple(s * p for s, p in zip(compressor.stride, patch))  # compression stride x model patch
     frames = cfg.num_frames()
-    opts = ("--frames" if cfg.frames is not None else f"--sec {cfg.sec} x --fps {cfg.fps} =", "--height", "--width")
-    check_multiples((frames, cfg.height, cfg.width), stride, opts, f"{compressor.name} compression with patch {patch}")
+    what = f"{compressor.name} compression with patch {patch}"
+    if cfg.frames is None and frames % stride[0]:
+        lo, hi = max(stride[0], frames // stride[0] * stride[0]), (frames // stride[0] + 1) * stride[0]
+        raise UserError(f"--sec {cfg.sec:g} x --fps {cfg.fps:g} gives {frames} frames, not a multiple of {stride[0]} "
+                        f"for {what}; pass --frames {lo} or --frames {hi}")
+    check_multiples((frames, cfg.height, cfg.width), stride, ("--frames", "--height", "--width"), what)
     return compressor.latent_thw(frames, cfg.height, cfg.width)
 
 
@@ -118,10 +146,13 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
 
     if not cfg.prompts:
         raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
+    cfg.validate()
     existing = [p for p in output_paths(cfg.out, len(cfg.prompts) * cfg.num_samples) if p.exists()]
     if existing and not cfg.overwrite:
         raise UserError(f"-o {cfg.out}: {existing[0]}{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''} "
                         "exists; pass --overwrite to replace it or choose another -o")
+    check_writable(Path(cfg.out).parent, "-o", cfg.num_frames() * cfg.height * cfg.width * 3 // 10 * len(cfg.prompts)
+                   * cfg.num_samples)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.precision, device)
     model, meta = load_model(Path(cfg.ckpt), ema=cfg.ema, device=device, dtype=dtype)

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opensora.checkpoint import checkpoints_of, load_dit, save_model_dir
+from opensora.checkpoint import checkpoint_problem, checkpoints_of, load_dit, save_model_dir
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import PRECISION_NAMES, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
-from opensora.errors import UserError
+from opensora.errors import OpenSoraWarning, UserError
 from opensora.fsutil import share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
@@ -59,10 +59,21 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         return None
     if resume == "auto":
         ckpts = checkpoints_of(run_dir) if run_dir.is_dir() else []
-        return ckpts[-1] if ckpts else None
+        for ckpt in reversed(ckpts):  # a damaged newest checkpoint falls back to the previous good one
+            problem = checkpoint_problem(ckpt, training=True)
+            if problem is None:
+                return ckpt
+            warnings.warn(f"skipping {ckpt}: {problem}; resuming from an earlier checkpoint", OpenSoraWarning,
+                          stacklevel=2)
+        if ckpts:
+            raise UserError(f"--resume auto: every checkpoint of {run_dir} is damaged; start a new run (another --run-dir)")
+        return None
     p = Path(resume)
     if not (p / "trainer_state.json").exists():
         raise UserError(f"--resume {resume}: not a training checkpoint (no trainer_state.json); pass RUN/ckpt-N or auto")
+    problem = checkpoint_problem(p, training=True)
+    if problem:
+        raise UserError(f"--resume {resume}: {problem}; pass an earlier checkpoint or --resume auto")
     return p
 
 
@@ -250,7 +261,14 @@ class Trainer:
             raise UserError(f"--resume {ckpt} was trained with --plugin {saved[0]} --precision {saved[1]}; "
                             f"resume with those to continue exactly")
         if state.get("optimizer_state", True):
-            self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
+            import pickle
+
+            try:  # Colossal-AI calls torch.load, whose default (torch >= 2.6) refuses pickled code
+                self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
+            except pickle.UnpicklingError as e:
+                raise UserError(f"--resume {ckpt}: the optimizer state holds more than tensors and was not loaded "
+                                f"({str(e).splitlines()[0][:100]}); resume only checkpoints you trust, or start "
+                                "a new run") from None
             _steps_to_param_device(getattr(self.optimizer, "optim", self.optimizer))
         rank = f"rank{self.env.rank:05d}"
         if self._saves_masters():
@@ -416,9 +434,17 @@ def _steps_to_param_device(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to `step`; a line torn by a kill (the last one) is dropped, not fatal."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("step", step + 1) <= step:
+            keep.append(line)
     path.write_text("".join(x + "\n" for x in keep))
 
 

@@ -47,8 +47,9 @@ class ArchiveServer:
     """Serves files on 127.0.0.1 with HTTP Range; can cut the first response short."""
 
     def __init__(self, files: dict[str, bytes], cut_after: int | None = None, ignore_range: bool = False,
-                 delay: float = 0.0):
+                 delay: float = 0.0, drip: float = 0.0):
         self.files, self.cut_after, self.ignore_range, self.delay = files, cut_after, ignore_range, delay
+        self.drip = drip  # send one byte every `drip` seconds (a stalled server that never goes silent)
         self.requests: list[str | None] = []
         server = self
 
@@ -83,6 +84,15 @@ class ArchiveServer:
                     self.wfile.write(body)
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if server.drip:
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
+                        time.sleep(server.drip)
                     return
                 if server.delay:  # trickle the body out slowly (for interruption tests)
                     for i in range(0, len(body), 1024):

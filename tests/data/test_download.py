@@ -75,3 +75,18 @@ def test_malicious_archive_refused(cli, tmp_path):
 def test_unreachable_url_is_one_line(cli, tmp_path):
     r = cli("data", "download", "--url", "http://127.0.0.1:9/none.zip", "--dest", tmp_path)
     assert r.code == 1 and "cannot reach" in r.err and "Traceback" not in r.err
+
+
+def test_a_trickling_server_is_a_stall_not_a_hang(cli, tmp_path, archive):
+    import time
+
+    with ArchiveServer({"MSRVTT.zip": archive}, drip=0.2) as srv:
+        t0 = time.time()
+        r = cli("data", "download", "--url", srv.url("MSRVTT.zip"), "--dest", tmp_path, "--stall-timeout", "1")
+        assert time.time() - t0 < 10
+    assert r.code == 1 and "stalled" in r.err and "rerun" in r.err and "Traceback" not in r.err
+    assert [x for x in r.err.splitlines() if not x.startswith("download ")] == [r.err.splitlines()[-1]]  # progress + 1 line
+    with ArchiveServer({"MSRVTT.zip": archive}) as srv:  # the rerun resumes what arrived
+        r = cli("data", "download", "--url", srv.url("MSRVTT.zip"), "--dest", tmp_path)
+        assert r.code == 0, r.err
+        assert srv.requests[0] is not None and srv.requests[0].startswith("bytes=")
