@@ -71,12 +71,11 @@ def checkpoint_problem(path: Path, training: bool = False) -> str | None:
             return "optimizer/ is missing"
     for f in tensors:
         try:
-            with safe_open(str(f), "pt") as st:
-                for key in list(st.keys())[-1:]:  # the last tensor ends at the end of the file
-                    st.get_slice(key)
             expected = _safetensors_end(f)
             if f.stat().st_size < expected:
                 return f"{f.relative_to(path)} is truncated ({f.stat().st_size} of {expected} bytes)"
+            with safe_open(str(f), "pt") as st:
+                st.keys()
         except Exception as e:  # safetensors raises its own error types for every kind of damage
             return f"{f.relative_to(path)} is unreadable ({str(e).splitlines()[0][:80]})"
     return None

@@ -57,7 +57,13 @@ def sample(
     if prompts_file is not None:
         if not prompts_file.is_file():
             raise UserError(f"--prompts {prompts_file}: no such file; pass a text file with one prompt a line")
-        texts += [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"--prompts {prompts_file}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+        except OSError as e:
+            raise UserError(f"--prompts {prompts_file}: cannot read it ({e.strerror})") from None
+        texts += [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:  # before looking for a checkpoint: the first thing to fix is the missing prompt
         raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
     if ckpt is not None and not (ckpt / "opensora.json").exists() and ckpt.is_dir():

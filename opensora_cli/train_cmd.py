@@ -99,6 +99,17 @@ def train(
             run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
         if not worker:
             console.print(f"run: {run_dir}")
+    cfg = TrainConfig(  # every bad value is reported before the data is read or a process started
+        data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
+        plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
+        batch_size=s.get("train.batch_size", batch_size), max_tokens_per_batch=max_tokens_per_batch,
+        lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule, steps=s.get("train.steps", steps),
+        ckpt_every=s.get("train.ckpt_every", ckpt_every), keep=s.get("train.keep", keep), ema_decay=ema_decay,
+        grad_clip=grad_clip, grad_checkpoint=grad_checkpoint, seed=seed, sp=sp,
+        sp_size=sp_size if sp_size is not None else (1 if sp == "none" else 0), num_workers=num_workers,
+        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume, device=device,
+    )
+    cfg.validate()
     if not worker:
         _show_plan(data, name, temporal_patch, s.get("train.batch_size", batch_size), nproc, sp, sp_size,
                    max_tokens_per_batch)
@@ -108,15 +119,6 @@ def train(
         except KeyboardInterrupt:
             raise Interrupted(_how_to_resume(run_dir)) from None
         return
-    cfg = TrainConfig(
-        data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
-        plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
-        batch_size=s.get("train.batch_size", batch_size), max_tokens_per_batch=max_tokens_per_batch, lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule,
-        steps=s.get("train.steps", steps), ckpt_every=s.get("train.ckpt_every", ckpt_every),
-        keep=s.get("train.keep", keep), ema_decay=ema_decay, grad_clip=grad_clip, grad_checkpoint=grad_checkpoint,
-        seed=seed, sp=sp, sp_size=sp_size or (1 if sp == "none" else 0), num_workers=num_workers,
-        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume, device=device,
-    )
     if cfg.sp_size == 0:  # --sp without --sp-size: every rank holds a piece of each sequence
         cfg.sp_size = int(os.environ.get("WORLD_SIZE", 1))
         if cfg.sp_size == 1:

@@ -62,9 +62,12 @@ class TrainConfig:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             p.append(f"--prediction {self.prediction_type!r} is not epsilon or v_prediction")
         for name, value in (("--batch-size", self.batch_size), ("--steps", self.steps),
-                            ("--ckpt-every", self.ckpt_every), ("--keep", self.keep), ("--sp-size", self.sp_size)):
+                            ("--ckpt-every", self.ckpt_every), ("--keep", self.keep),
+                            ("--temporal-patch", self.temporal_patch)):
             if value < 1:
                 p.append(f"{name} {value} must be at least 1")
+        if self.sp_size < 0:  # 0: every rank of the job (resolved at launch)
+            p.append(f"--sp-size {self.sp_size} must be at least 1")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
         if self.lr_schedule not in ("constant", "cosine"):

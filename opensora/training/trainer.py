@@ -20,8 +20,8 @@ from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import PRECISION_NAMES, resolve_dtype
 from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
-from opensora.errors import OpenSoraWarning, UserError
-from opensora.fsutil import share_tree
+from opensora.errors import OpenSoraError, OpenSoraWarning, UserError
+from opensora.fsutil import DirectoryLock, share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig
@@ -203,8 +203,19 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write RUN/ckpt-NNNNNNN atomically (every rank takes part); prune to --keep."""
-        final = self.run_dir / f"ckpt-{self.step:07d}"
         tmp = self.run_dir / f".ckpt-{self.step:07d}.tmp"
+        try:
+            return self._save_checkpoint(tmp)
+        except BaseException as e:
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)  # a full disk or a Ctrl-C leaves no half checkpoint
+            if isinstance(e, OSError):
+                raise OpenSoraError(f"cannot write the checkpoint of step {self.step} in {self.run_dir} ({e.strerror or e}); "
+                                    "free some space, then continue with --resume auto") from None
+            raise
+
+    def _save_checkpoint(self, tmp: Path) -> Path:
+        final = self.run_dir / f"ckpt-{self.step:07d}"
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -457,12 +468,28 @@ def _fsync_tree(root: Path) -> None:
 
 def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
     """Train on this rank (all ranks of a torchrun job call this); returns the run's summary."""
+    lock, created = None, False
     try:
         trainer = Trainer(cfg, progress)
         if trainer.env.world_size > 1:  # every rank must use rank 0's run directory
             trainer.run_dir = Path(trainer._broadcast(str(trainer.run_dir)))
             trainer.cfg.run_dir = str(trainer.run_dir)
+        refusal = None
+        if trainer.is_main:  # one run per directory: a second `train` into it is refused
+            created = not trainer.run_dir.exists()
+            try:
+                lock = DirectoryLock(trainer.run_dir, "--run-dir").__enter__()
+            except UserError as e:
+                refusal = str(e)
+        if trainer.env.world_size > 1:
+            refusal = trainer._broadcast(refusal)
+        if refusal:
+            raise UserError(refusal)
         trainer.setup()
         return trainer.train()
     finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+            if created and {p.name for p in lock.path.parent.iterdir()} <= {".lock"}:
+                shutil.rmtree(lock.path.parent, ignore_errors=True)  # refused or failed before writing anything
         shutdown()  # NCCL warns at exit about a process group left alive
