@@ -67,8 +67,8 @@ def checkpoint_problem(path: Path, training: bool = False) -> str | None:
         return "model/ has no weights file"
     if training:
         tensors += sorted(path.glob("rng-*.safetensors")) + sorted(path.glob("master-*.safetensors"))
-        if not (path / "optimizer").is_dir() and json.loads((path / "trainer_state.json").read_text()).get("optimizer_state", True):
-            return "optimizer/ is missing"
+        if not (path / "optimizer").exists() and json.loads((path / "trainer_state.json").read_text()).get("optimizer_state", True):
+            return "the optimizer state is missing"
     for f in tensors:
         try:
             expected = _safetensors_end(f)

@@ -190,3 +190,53 @@ def test_seed_defaults_to_0_and_a_resumed_run_keeps_its_own(tmp_path, encoded_da
     assert json.loads((run / "ckpt-0000004" / "trainer_state.json").read_text())["seed"] == 7
     assert run_opensora(*args, "--steps", "1", "--run-dir", tmp_path / "new").returncode == 0
     assert json.loads((tmp_path / "new" / "config.json").read_text())["seed"] == 0
+
+
+def test_resume_auto_skips_a_damaged_checkpoint_and_a_torn_metrics_line(tmp_path, encoded_dataset):
+    run = tmp_path / "run"
+    args = [*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--ckpt-every", "2", "--keep", "2"]
+    r = run_opensora(*args, "--steps", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    newest = run / "ckpt-0000004"
+    weights = next((newest / "model").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1000])  # truncated on disk
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # a line torn by a kill
+    r = run_opensora(*args, "--steps", "6", "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipping" in r.stderr and "ckpt-0000004" in r.stderr and "truncated" in r.stderr
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # continued from step 2, the torn line dropped
+
+
+def test_a_planted_optimizer_pickle_is_refused_not_run(tmp_path, encoded_dataset):
+    import pickle
+
+    run = tmp_path / "run"
+    args = [*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--plugin", "ddp"]
+    assert run_opensora(*args, "--steps", "1").returncode == 0
+    ckpt = run / "ckpt-0000001"
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    opt = ckpt / "optimizer"  # ddp saves one file, the other plugins a folder of shards
+    files = [opt] if opt.is_file() else [p for p in opt.rglob("*.bin")]
+    assert files
+    for p in files:
+        p.write_bytes(pickle.dumps(Payload()))
+    r = run_opensora(*args, "--steps", "2", "--resume", str(ckpt))
+    assert r.returncode == 2 and "optimizer state holds more than tensors" in r.stderr, r.stderr[-2000:]
+    assert not marker.exists()
+
+
+def test_token_budget_trains_end_to_end(tmp_path, encoded_dataset):
+    run = tmp_path / "run"
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "3", "--max-tokens-per-batch", "200")
+    assert r.returncode == 0, r.stderr[-3000:]
+    # 4x16x16 latents have 4*8*8 = 256 tokens at patch 2: batch 1; 4x16x24 have 384: batch 1 too
+    assert "batch/rank" in r.stdout
+    samples = [json.loads(x)["samples"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert samples == [1, 1, 1]
