@@ -81,6 +81,9 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # Colossal-AI calls torch APIs that torch has deprecated (TypedStorage): not for the user to act on.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"colossalai(\.|$)")
+    # An exception in a finalizer while Ctrl-C unwinds (a DataLoader iterator started half-way) would
+    # print "Exception ignored in ... Traceback"; the interruption itself is already reported.
+    sys.unraisablehook = lambda unraisable: None
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

@@ -165,9 +165,16 @@ class KeyedStore:
         n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         path = self.root / f"part-{n:06d}.arrow"
         tmp = path.with_name(f".{path.stem}.tmp")
-        size = _write_stream(tmp, rows, self.features)
-        write_json_atomic(path.with_suffix(".json"), {"bytes": size, "rows": len(rows)})
-        os.replace(tmp, path)
+        try:
+            size = _write_stream(tmp, rows, self.features)
+            write_json_atomic(path.with_suffix(".json"), {"bytes": size, "rows": len(rows)})
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            from opensora.errors import OpenSoraError
+
+            raise OpenSoraError(f"{self.root}: cannot write a part ({e.strerror or e}); free some space, then rerun "
+                                "the same command to continue") from None
         return path
 
     def prune(self, keep: set[str]) -> int:

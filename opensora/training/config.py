@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from opensora.errors import collect
@@ -72,8 +73,10 @@ class TrainConfig:
             p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
         if self.lr_schedule not in ("constant", "cosine"):
             p.append(f"--lr-schedule {self.lr_schedule!r} is not constant or cosine")
-        if self.lr <= 0:
-            p.append(f"--lr {self.lr} must be positive")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            p.append(f"--lr {self.lr} must be a finite number > 0")
+        if not math.isfinite(self.grad_clip) or not math.isfinite(self.weight_decay):
+            p.append("--grad-clip and the weight decay must be finite numbers")
         if not 0 <= self.ema_decay < 1:
             p.append(f"--ema-decay {self.ema_decay} must be in [0, 1)")
         if not 0 <= self.cfg_dropout < 1:
