@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from opensora.errors import UserError
 from opensora_cli.render import console, progress_bars, table
 from opensora_cli.settings import Settings
 
@@ -34,6 +35,9 @@ def demo(
     from opensora.demo import DEMO_SIZES, DemoConfig, run_demo
 
     s: Settings = ctx.obj
+    for opt, value in (("--steps", steps), ("--samples", samples)):
+        if value is not None and value < 1:
+            raise UserError(f"{opt} {value} must be at least 1")
     out = out or s.home / ("demo-quick" if quick else "demo")  # a quick run never feeds a full one
     cfg = DemoConfig(out=out, seed=seed, samples_per_prompt=samples, world=WorldConfig(seed=seed, sizes=DEMO_SIZES))
     if quick:

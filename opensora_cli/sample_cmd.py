@@ -82,6 +82,8 @@ def sample(
             raise UserError(f"no --ckpt given and no checkpoint under {s.home / 'runs'}; "
                             "train one with `opensora train` or pass --ckpt")
         console.print(f"checkpoint: {ckpt} ({'from the config file' if configured else 'the newest run'})")
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc} must be at least 1")
     if nproc > 1 and not under_torchrun():
         if sp == "none":
             raise UserError("--nproc needs --sp ulysses or --sp fastseq (the ranks split each video's sequence)")

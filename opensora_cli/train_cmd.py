@@ -110,6 +110,8 @@ def train(
         prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume, device=device,
     )
     cfg.validate()
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc} must be at least 1")
     if not worker:
         _show_plan(data, name, temporal_patch, s.get("train.batch_size", batch_size), nproc, sp, sp_size,
                    max_tokens_per_batch)

@@ -32,7 +32,10 @@ def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    entry = [sys.executable, "-c", "from opensora_cli.main import run; run()", *argv]
+    # `python -c` puts the current directory first on the import path: run from the parent of a clone
+    # (which holds a folder named opensora/), workers would import that folder instead of the package.
+    code = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; from opensora_cli.main import run; run()"
+    entry = [sys.executable, "-c", code, *argv]
     try:
         elastic_launch(config, entrypoint=entry[0])(*entry[1:])
     except SignalException as e:  # the agent turns Ctrl-C (SIGINT) into this after stopping the workers

@@ -98,6 +98,13 @@ CASES = {
                              no_output="{tmp}/run"),
     "train --max-tokens-per-batch 0": Case(["train", "--data", "{tmp}", "--max-tokens-per-batch", "0",
                                             "--run-dir", "{tmp}/run"], "--max-tokens-per-batch 0", no_output="{tmp}/run"),
+    "train --lr nan": Case(["train", "--data", "{tmp}", "--lr", "nan", "--run-dir", "{tmp}/run"], "--lr nan",
+                           no_output="{tmp}/run"),
+    "train --nproc 0": Case(["train", "--data", "{tmp}", "--nproc", "0", "--run-dir", "{tmp}/run"], "--nproc 0",
+                            no_output="{tmp}/run"),
+    "demo --steps 0": Case(["demo", "--steps", "0", "--out", "{tmp}/demo"], "--steps 0", no_output="{tmp}/demo"),
+    "download --videos-per-combo 0": Case(["data", "download", "shapes", "--dest", "{tmp}/d", "--videos-per-combo", "0"],
+                                          "--videos-per-combo 0", no_output="{tmp}/d"),
     "download --stall-timeout nan": Case(["data", "download", "--dest", "{tmp}/d", "--stall-timeout", "nan"],
                                          "--stall-timeout nan", no_output="{tmp}/d"),
 }

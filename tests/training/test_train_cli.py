@@ -240,3 +240,16 @@ def test_token_budget_trains_end_to_end(tmp_path, encoded_dataset):
     assert "batch/rank" in r.stdout
     samples = [json.loads(x)["samples"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert samples == [1, 1, 1]
+
+
+def test_workers_start_from_a_folder_holding_an_opensora_directory(tmp_path, encoded_dataset):
+    """The parent of a `git clone` holds opensora/: workers must import the installed package."""
+    (tmp_path / "opensora").mkdir()
+    (tmp_path / "opensora" / "README.md").write_text("a clone's folder, not the package\n")
+    import shutil
+
+    script = shutil.which("opensora")  # the console script, as a user runs it (not `python -c`)
+    assert script is not None
+    r = subprocess.run([script, *TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "run", "--steps", "1",
+                        "--nproc", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
