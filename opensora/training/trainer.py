@@ -77,6 +77,15 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return p
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA decay after `step` optimizer steps: warmed up as min(decay, (1 + step) / (10 + step)).
+
+    diffusers' EMAModel uses the same schedule; without it a 0.9999 EMA of a few-thousand-step run
+    would still be close to the initial weights.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 class LRFactor:
     """Linear warm-up, then constant or cosine decay to 10% at the last step (picklable, no state)."""
 
@@ -369,7 +378,8 @@ class Trainer:
             _truncate_metrics(metrics, self.step)  # steps after the checkpoint are redone
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+            # purge_step drops events at and after it: the checkpoint's own step was logged and stays
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
         params = [p for p in self.model.unwrap().parameters() if p.requires_grad]
         ema_params = [p for p in self.ema.parameters()]
         self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps"))
@@ -389,7 +399,8 @@ class Trainer:
                 self.skipped_steps += 1
             else:
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - cfg.ema_decay)
+                    decay = ema_decay_at(cfg.ema_decay, self.step)
+                    torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - decay)
             self.step += 1
             stats = torch.stack([loss.detach().float(), torch.tensor(float(len(x0)), device=loss.device)])
             dist.all_reduce(stats)  # loss summed over ranks; samples counted once per sequence-parallel group

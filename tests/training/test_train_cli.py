@@ -253,3 +253,32 @@ def test_workers_start_from_a_folder_holding_an_opensora_directory(tmp_path, enc
     r = subprocess.run([script, *TRAIN, "--data", encoded_dataset, "--run-dir", tmp_path / "run", "--steps", "1",
                         "--nproc", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_ema_warms_up_and_tensorboard_keeps_every_step_across_a_resume(tmp_path, encoded_dataset):
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from opensora.checkpoint import load_dit
+    from opensora.models.presets import create_model
+    from opensora.training.trainer import ema_decay_at
+
+    assert ema_decay_at(0.9999, 0) == 0.1 and ema_decay_at(0.9999, 2000) < 0.996 and ema_decay_at(0.99, 10**6) == 0.99
+    run = tmp_path / "run"
+    args = [*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--ckpt-every", "2"]
+    assert run_opensora(*args, "--steps", "4").returncode == 0
+    r = run_opensora(*args, "--steps", "6", "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    # The EMA (default decay 0.9999) has moved with the model instead of staying at the initial weights.
+    model, ema = load_dit(run / "ckpt-0000006" / "model"), load_dit(run / "ckpt-0000006" / "ema")
+    torch.manual_seed(0)
+    init = create_model("DiT/T-2", model.config.in_channels, model.config.condition, model.config.text_dim,
+                        model.config.text_len)
+
+    def dist(a, b):
+        return sum((x - y).pow(2).sum() for x, y in zip(a.parameters(), b.parameters())).sqrt().item()
+
+    assert dist(ema, model) < 0.5 * dist(init, model)
