@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from opensora.errors import UserError
+from opensora.errors import Interrupted, UserError
 from opensora_cli import choices
 from opensora_cli.relaunch import relaunch
-from opensora_cli.render import console, progress_bars, table
+from opensora_cli.render import console, error_line, progress_bars, table, warning_line
 from opensora_cli.settings import Settings, default_help
 
 
@@ -100,8 +101,58 @@ def sample(
     if worker_rank != 0:
         sample_videos(cfg)
         return
-    with progress_bars() as progress:
-        results = sample_videos(cfg, progress)
+    def announce(plan) -> None:  # before the first step: never silent, whatever the size
+        est = f", about {_duration(plan.seconds)} on {plan.device}" if plan.seconds else ""
+        console.print(f"{plan.videos} video{'s' if plan.videos > 1 else ''} of {plan.frames}x{plan.height}x{plan.width} "
+                      f"(TxHxW; {plan.tokens:,} tokens), {plan.steps} steps x {plan.forwards_per_step} "
+                      f"forward{'s' if plan.forwards_per_step > 1 else ''}{est}")
+        if plan.seconds and plan.seconds > 180 and plan.device == "cpu":
+            warning_line(f"this takes about {_duration(plan.seconds)} on the CPU; a GPU (--device cuda), fewer --steps, "
+                         "fewer --frames or a smaller size is faster")
+
+    try:
+        with progress_bars() as progress:
+            results = _interruptible(lambda: sample_videos(cfg, progress, announce))
+    except Interrupted as e:
+        # The sampling thread may be inside a long tensor op: leave without the interpreter's teardown,
+        # which would abort on it (SIGABRT).
+        error_line(str(e), hint_debug=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     rows = [(escape(r.prompt), r.seed, "x".join(map(str, r.shape[:3])), r.video,
              r.preview or "-") for r in results]
     console.print(table("samples", rows, ("prompt", "seed", "TxHxW", "video", "preview")))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _interruptible(work):
+    """Run `work` in a thread so that Ctrl-C acts at once, not when a long tensor op returns.
+
+    A denoising step of a big video on a CPU can run for a minute inside one operation, which
+    Python cannot interrupt; the main thread waits in short slices and leaves on Ctrl-C. Outputs
+    are written atomically, so the abandoned step leaves nothing half-written.
+    """
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as e:  # handed to the main thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="sample")
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.2)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; videos already written are kept, the one in progress was not written") from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -13,7 +13,7 @@ from opensora.errors import Interrupted, UserError
 from opensora.training.plugins import PLUGINS
 from opensora_cli import choices
 from opensora_cli.relaunch import NPROC_CHILD, relaunch
-from opensora_cli.render import console, next_line, progress_bars, table
+from opensora_cli.render import console, next_line, print_json, progress_bars, table
 from opensora_cli.settings import Settings, default_help
 
 
@@ -64,6 +64,9 @@ def train(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory \\[default: HOME/runs/TIME-MODEL].")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    plan: Annotated[bool, typer.Option("--plan", help="Print buckets, model, layout, predicted memory and time per step; do not train.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --plan: print JSON.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train even when the predicted memory exceeds what is available.")] = False,
 ) -> None:
     """Train a video DiT on an encoded dataset through Colossal-AI's Booster.
 
@@ -89,7 +92,7 @@ def train(
         if data is None:
             raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
                             "run `opensora data encode` first or pass --data")
-        if not worker:
+        if not worker and not as_json:
             console.print(f"data: {data} (the newest encoded dataset; pass --data to choose)")
     name = s.get("train.model", model)
     if run_dir is None:
@@ -97,7 +100,7 @@ def train(
             run_dir = newest_run(s.home)
         else:
             run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
-        if not worker:
+        if not worker and not plan:
             console.print(f"run: {run_dir}")
     cfg = TrainConfig(  # every bad value is reported before the data is read or a process started
         data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
@@ -112,9 +115,10 @@ def train(
     cfg.validate()
     if nproc < 1:
         raise UserError(f"--nproc {nproc} must be at least 1")
-    if not worker:
-        _show_plan(data, name, temporal_patch, s.get("train.batch_size", batch_size), nproc, sp, sp_size,
-                   max_tokens_per_batch)
+    if not os.environ.get(NPROC_CHILD):  # the --nproc parent checked already
+        _preflight(cfg, nproc, plan, as_json, force)
+        if plan:
+            return
     if nproc > 1 and not worker:  # rank 0 of the workers draws the progress and prints the summary
         try:
             relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
@@ -142,20 +146,54 @@ def train(
         raise Interrupted(_how_to_resume(run_dir)) from None
 
 
-def _show_plan(data: Path, model: str, temporal_patch: int, batch_size: int, nproc: int, sp: str,
-               sp_size: int | None, max_tokens: int | None) -> None:
-    """Print each bucket of latent shape as training will see it; refuse what no patch fits."""
-    from opensora.training.data import plan_dataset
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _preflight(cfg, nproc: int, show_all: bool, as_json: bool, force: bool) -> None:
+    """Print the buckets (and with --plan the model, layout, memory and time); refuse what cannot fit."""
+    from opensora.devices import resolve_device
+    from opensora.training.plan import plan_training
 
     world = max(nproc, int(os.environ.get("WORLD_SIZE", 1)))
-    sp_n = 1 if sp == "none" else (sp_size or world)
-    dp = max(1, world // max(sp_n, 1))
-    plan = plan_dataset(data, model, temporal_patch, batch_size, dp, max_tokens)
-    rows = [("x".join(map(str, b.thw)) + ("" if b.thw == b.train_thw else " -> " + "x".join(map(str, b.train_thw))),
-             b.rows, b.tokens, b.batch) for b in sorted(plan.buckets, key=lambda b: -b.rows)]
-    shown = rows[:12] + ([(f"… {len(rows) - 12} more", "", "", "")] if len(rows) > 12 else [])
-    console.print(table(f"latent buckets: patch {'x'.join(map(str, plan.patch))}, {plan.steps_per_epoch} steps/epoch, "
-                        f"dp {dp}", shown, ("latent TxHxW", "rows", "tokens", "batch/rank")))
+    local = max(nproc, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    device = str(resolve_device(cfg.device))
+    buckets, p = plan_training(cfg, world, local, device)
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    if as_json and show_all:
+        print_json({"buckets": [vars(b) for b in buckets.buckets], "steps_per_epoch": buckets.steps_per_epoch,
+                    "model": cfg.model, "params": p.cost.params, "tokens": p.max_tokens,
+                    "flops_per_sample": p.cost.flops_per_sample(p.max_tokens), "dp": p.dp_size, "sp": p.sp_size,
+                    "batch_per_rank": p.per_rank_batch, "device": device,
+                    "memory": {**p.memory.parts(), "total": p.memory.total(),
+                               "total_with_grad_checkpoint": p.memory.total(True),
+                               "total_without_grad_checkpoint": p.memory.total(False), "available": p.available},
+                    "step_seconds": p.step_seconds, "fits": p.fits, "fixes": p.fixes})
+        return
+    if main_rank:
+        rows = [("x".join(map(str, b.thw)) + ("" if b.thw == b.train_thw else " -> " + "x".join(map(str, b.train_thw))),
+                 b.rows, b.tokens, b.batch) for b in sorted(buckets.buckets, key=lambda b: -b.rows)]
+        shown = rows[:12] + ([(f"… {len(rows) - 12} more", "", "", "")] if len(rows) > 12 else [])
+        console.print(table(f"latent buckets: patch {'x'.join(map(str, buckets.patch))}, {buckets.steps_per_epoch} "
+                            f"steps/epoch, dp {buckets.dp_size}", shown, ("latent TxHxW", "rows", "tokens", "batch/rank")))
+    if show_all:
+        m = p.memory
+        rows = [("model", f"{cfg.model}: {p.cost.params / 1e6:.1f}M parameters, "
+                          f"{p.cost.flops_per_sample(p.max_tokens) / 1e12:.3g} TFLOP per sample (train step)"),
+                ("layout", f"{world} rank{'s' if world > 1 else ''} = dp {p.dp_size} x sp {p.sp_size}, "
+                           f"{p.per_rank_batch} per rank in the heaviest bucket ({p.max_tokens} tokens each)"),
+                *[(k, _gib(v)) for k, v in m.parts().items()],
+                ("peak per rank", f"{_gib(m.total(False))} ({_gib(m.total(True))} with --grad-checkpoint)"),
+                ("available per rank", f"{_gib(p.available)} ({device})"),
+                ("time per step", f"about {p.step_seconds:.3g} s" if p.step_seconds else "-")]
+        console.print(table("plan", rows))
+        if not p.fits:
+            console.print(f"[yellow]does not fit; would fit with: {', '.join(p.fixes)}[/yellow]")
+        return
+    if not p.fits and not force:
+        raise UserError(f"{cfg.model} needs about {_gib(p.memory.total())} per rank for the heaviest bucket "
+                        f"({p.max_tokens} tokens x {p.per_rank_batch}) but {_gib(p.available)} is available; "
+                        f"would fit with: {', '.join(p.fixes)}; see `opensora train --plan`, or pass --force")
 
 
 def _how_to_resume(run_dir: Path) -> str:

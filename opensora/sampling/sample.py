@@ -130,10 +130,30 @@ def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tu
     return compressor.latent_thw(frames, cfg.height, cfg.width)
 
 
-def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list[SampleResult]:
-    """Generate `num_samples` videos per prompt; write mp4 + JSON sidecar (+ PNG preview)."""
+@dataclass
+class SamplePlan:
+    """What a sampling run will do, known before its first step."""
+
+    frames: int
+    height: int
+    width: int
+    latent: tuple[int, int, int]
+    tokens: int
+    videos: int
+    steps: int
+    forwards_per_step: int
+    device: str
+    seconds: float | None  # estimated from the model's FLOPs and this device's measured matmul rate
+
+
+def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress,
+                  on_start=None) -> list[SampleResult]:
+    """Generate `num_samples` videos per prompt; write mp4 + JSON sidecar (+ PNG preview).
+
+    `on_start(SamplePlan)` is called once the sizes are known, before the first denoising step.
+    """
     try:
-        return _sample_videos(cfg, progress)
+        return _sample_videos(cfg, progress, on_start)
     finally:
         if cfg.sp != "none":
             from opensora.training.distributed import shutdown
@@ -141,7 +161,19 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress) -> list
             shutdown()  # NCCL warns at exit about a process group left alive
 
 
-def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult]:
+def _estimate(model, tokens: int, forwards: int, device, dtype) -> float | None:
+    from opensora.training.plan import ModelCost, matmul_flops_per_s
+
+    c = model.config
+    cost = ModelCost(c.model_name, 0, c.hidden_size, c.depth, c.num_heads, tuple(c.patch_size), c.condition, c.text_len)
+    try:
+        rate = matmul_flops_per_s(str(device), PRECISION_NAMES[dtype])
+    except (RuntimeError, TypeError):
+        return None
+    return forwards * cost.flops_per_sample(tokens, train=False) / (0.5 * rate)
+
+
+def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[SampleResult]:
     from opensora.text.clip import TextEncoder
 
     if not cfg.prompts:
@@ -184,6 +216,14 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn) -> list[SampleResult
     jobs = [(k, cfg.seed + k * cfg.num_samples + i) for k in range(len(cfg.prompts)) for i in range(cfg.num_samples)]
     paths = output_paths(cfg.out, len(jobs))
     shape = (1, compressor.latent_channels, *latent)
+    patch = tuple(model.config.patch_size)
+    tokens = math.prod(x // p for x, p in zip(latent, patch))
+    guided = 1 if cfg.disable_cfg or cfg.cfg_scale == 1 else 2
+    if on_start is not None and writer:
+        seconds = _estimate(model, tokens, guided * cfg.steps * len(jobs), device, dtype)
+        on_start(SamplePlan(cfg.num_frames(), cfg.height, cfg.width, tuple(latent), tokens, len(jobs), cfg.steps,
+                            guided, str(device), seconds))
+    progress(ProgressEvent("denoise", 0, len(jobs) * cfg.steps, unit="steps"))
     results = []
     for n, ((k, seed), path) in enumerate(zip(jobs, paths)):
         prompt = cfg.prompts[k]

@@ -118,3 +118,33 @@ def test_bf16_on_a_cpu_without_fast_bf16_is_one_warning_line(cli, tmp_path, trai
     else:
         assert len(warned) == 1 and warned[0].startswith("warning: --precision bf16") and "--precision fp32" in warned[0]
         assert "Traceback" not in r.err and "UserWarning" not in r.err
+
+
+def test_sample_says_what_it_will_do_and_ctrl_c_acts_at_once(tmp_path, trained_checkpoint):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "big.mp4"
+    cmd = [sys.executable, "-c", "from opensora_cli.main import run; run()", "sample", "a red square", "--ckpt",
+           str(trained_checkpoint), "--height", "256", "--width", "256", "--frames", "40", "--steps", "50",
+           "--device", "cpu", "-o", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "COLUMNS": "200"})
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the plan line and the progress at step 0 come before any step
+        line = p.stderr.readline()
+        lines.append(line)
+        if line.startswith("denoise 0/50"):
+            break
+    time.sleep(1.0)  # inside the first (long) denoising step
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    assert time.time() - t0 < 5  # not when the step returns
+    assert p.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert "40x256x256 (TxHxW; 655,360 tokens), 50 steps x 2 forwards, about" in stdout.replace("\n", " ")
+    assert any("takes about" in x and "on the CPU" in x for x in lines)  # a long CPU run says so
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))

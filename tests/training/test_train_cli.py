@@ -282,3 +282,23 @@ def test_ema_warms_up_and_tensorboard_keeps_every_step_across_a_resume(tmp_path,
         return sum((x - y).pow(2).sum() for x, y in zip(a.parameters(), b.parameters())).sqrt().item()
 
     assert dist(ema, model) < 0.5 * dist(init, model)
+
+
+def test_plan_reports_and_the_preflight_refuses_what_cannot_fit(tmp_path, encoded_dataset):
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--plan", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)
+    assert plan["params"] > 0 and plan["tokens"] == 4 * 8 * 12 and plan["batch_per_rank"] == 4 and plan["fits"]
+    mem = plan["memory"]
+    assert mem["total"] == sum(v for k, v in mem.items() if k.startswith(("weights", "gradients", "optimizer", "EMA",
+                                                                         "fixed"))) + mem["activations"]
+    assert mem["total_with_grad_checkpoint"] < mem["total_without_grad_checkpoint"]
+    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--plan")
+    assert r.returncode == 0 and "peak per rank" in r.stdout and "time per step" in r.stdout
+    run = tmp_path / "run"
+    big = ["train", "--data", encoded_dataset, "--model", "DiT/XL-2", "--batch-size", "256", "--device", "cpu",
+           "--num-workers", "0", "--run-dir", run, "--steps", "1"]
+    r = run_opensora(*big)
+    assert r.returncode == 2 and "--force" in r.stderr and "would fit with" in r.stderr and "--batch-size" in r.stderr
+    assert len([x for x in r.stderr.splitlines() if x.startswith("error")]) == 1 and "Traceback" not in r.stderr
+    assert not run.exists()  # refused before anything was written
