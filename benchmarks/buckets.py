@@ -26,7 +26,7 @@ from benchmarks.common import print_table  # noqa: E402
 from opensora.data.dataset import EncodedDataset  # noqa: E402
 from opensora.data.encode import EncodeConfig, encode_dataset  # noqa: E402
 from opensora.text.clip import build_tiny_clip_text_encoder  # noqa: E402
-from opensora.training.data import epoch_steps  # noqa: E402
+from opensora.training.data import deal, epoch_batches  # noqa: E402
 from tests.conftest import SHARED  # noqa: E402
 
 
@@ -75,10 +75,11 @@ def main() -> None:
             rep, slots = repeated(old)
             seen = len({i for b in old for i in b})
             rows.append([label, len(shapes), n_buckets, dp, "wrap (v1)", len(old), seen, f"{rep}/{slots}", rep / slots])
-            steps = epoch_steps(shapes, {s: args.batch // dp for s in set(shapes)}, dp, 0, 0)
-            per_rank = [b for step in steps for b in step]
-            rep, slots = repeated([sum(step, []) for step in steps])
-            seen = len({i for b in per_rank for i in b})
+            batches = epoch_batches(shapes, {s: args.batch for s in set(shapes)}, 0, 0)
+            # what the ranks train on: padding rows (weight 0, for ranks left without a row) add nothing
+            steps = [[batch[j] for r in range(dp) for j, w in zip(*deal(batch, r, dp)) if w] for batch in batches]
+            rep, slots = repeated(steps)
+            seen = len({i for b in steps for i in b})
             rows.append([label, len(shapes), n_buckets, dp, "honest", len(steps), seen, f"{rep}/{slots}", rep / slots])
     print_table(f"repeated batch slots over one epoch, global batch {args.batch}, shared real videos",
                 ["sizes", "rows", "buckets", "dp", "sampler", "steps", "rows seen", "repeated/slots", "share"], rows)

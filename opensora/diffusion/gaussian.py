@@ -45,24 +45,44 @@ def train_scheduler(cfg: DiffusionConfig):
     return DDPMScheduler(**cfg.scheduler_config(), clip_sample=False)
 
 
+def _draws(cfg: DiffusionConfig, shape: tuple[int, ...], randomness) -> tuple[torch.Tensor, ...]:
+    """Timesteps (B,), noise (B, ...) and text-dropout flags (B,) from a generator or per-sample seeds."""
+    if isinstance(randomness, torch.Generator):
+        B = shape[0]
+        t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=randomness)
+        noise = torch.randn(shape, generator=randomness, dtype=torch.float32)
+        drop = torch.rand(B, generator=randomness) < cfg.cfg_dropout
+        return t, noise, drop
+    ts, noises, drops = [], [], []
+    for seed in randomness:  # one generator per sample: the same draws whichever rank holds it
+        g = torch.Generator().manual_seed(int(seed))
+        ts.append(torch.randint(0, cfg.num_train_timesteps, (1,), generator=g))
+        noises.append(torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32))
+        drops.append(torch.rand(1, generator=g) < cfg.cfg_dropout)
+    return torch.cat(ts), torch.cat(noises), torch.cat(drops)
+
+
 def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
-                   cfg: DiffusionConfig, scheduler, generator: torch.Generator) -> torch.Tensor:
+                   cfg: DiffusionConfig, scheduler, randomness, weights: torch.Tensor | None = None,
+                   total: float | None = None) -> torch.Tensor:
     """Mean squared error of the model's epsilon (or v) prediction at random timesteps.
 
-    All randomness (timesteps, noise, text dropout) comes from `generator` (a CPU generator), so a
-    resumed run draws exactly what an uninterrupted one would.
+    All randomness (timesteps, noise, text dropout) comes from `randomness`: a CPU generator, or one
+    seed per sample, so a resumed run draws exactly what an uninterrupted one would. With `weights`
+    (B,) the result is sum(weight x per-sample loss) / `total` (the global batch's weight), which
+    summed over data-parallel ranks is the global batch's mean however the batch was dealt.
     """
-    B = x0.shape[0]
-    t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
-    drop = torch.rand(B, generator=generator) < cfg.cfg_dropout
+    t, noise, drop = _draws(cfg, tuple(x0.shape), randomness)
     t, noise, drop = t.to(x0.device), noise.to(x0.device), drop.to(x0.device)
     x0 = x0.float()
     xt = scheduler.add_noise(x0, noise, t)
     target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
     dtype = next(model.parameters()).dtype
     pred = model(xt.to(dtype), t, text.to(dtype), text_mask, drop)
-    return F.mse_loss(pred.float(), target)
+    if weights is None:
+        return F.mse_loss(pred.float(), target)
+    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+    return (per_sample * weights.to(per_sample.device)).sum() / total
 
 
 def sampling_scheduler(name: str, cfg: DiffusionConfig):

@@ -1,14 +1,18 @@
-"""Training batches from an encoded dataset: buckets of one latent shape, honest and token-budgeted.
+"""Training batches from an encoded dataset: global batches of one latent shape, the same on any layout.
 
-Dynamic resolution without rescaling: a rank's batch holds latents of one stored shape, centre-
-cropped at train time to multiples of the model's patch (`crop_to_patch`). Each epoch, under
-`seed + epoch`, each bucket's rows are shuffled and cut into per-rank batches of that bucket's size
-(`--batch-size / dp`, or from `--max-tokens-per-batch`); the last batch of a bucket is simply
-smaller, so no batch repeats a row. The batches of all buckets are shuffled together and dealt to
-the data-parallel ranks, one per rank per step (ranks may hold different shapes in one step). When
-their number is not a multiple of the ranks, the largest batches are split; only when every batch is
-a single row can up to dp-1 rows sit out the epoch. The position (epoch, step) fully determines what
-comes next, which is what exact resumption needs.
+Dynamic resolution without rescaling: a batch holds latents of one stored shape, centre-cropped at
+train time to multiples of the model's patch (`crop_to_patch`). Each epoch, under (seed, epoch),
+each bucket's rows are shuffled and cut into global batches of that bucket's size (`--batch-size`,
+or from `--max-tokens-per-batch`); the last one of a bucket is smaller, so no batch repeats a row
+and every row is seen once per epoch. The global batches of all buckets are shuffled together.
+
+The sequence of global batches does not depend on the number of processes: a step takes the next
+global batch and deals it to the data-parallel ranks as evenly as possible. A rank left without a
+row (a batch smaller than the ranks) gets a padding row of weight 0, which adds nothing to the
+loss. Each sample carries a seed derived from (seed, epoch, batch, index), from which its timestep
+and noise are drawn, and the loss is the mean over the global batch: a run resumed on another
+`--nproc` or `--sp-size` continues with the same samples, noise and losses. The position
+(epoch, batch) is all that resumption needs.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class Bucket:
     train_thw: tuple[int, int, int]  # after the centre crop to the patch
     rows: int
     tokens: int  # per sample
-    batch: int  # per rank
+    batch: int  # per rank (the global batch over the data-parallel ranks, rounded up)
+    global_batch: int
 
 
 @dataclass
@@ -52,9 +57,9 @@ class BucketPlan:
     dp_size: int = 1
     steps_per_epoch: int = 0
 
-    def batch_of(self) -> dict[tuple, int]:
-        """Per-rank batch size by stored shape."""
-        return {b.shape: b.batch for b in self.buckets}
+    def global_batch_of(self) -> dict[tuple, int]:
+        """Global batch size by stored shape (what defines the data order)."""
+        return {b.shape: b.global_batch for b in self.buckets}
 
 
 def crop_thw(thw: tuple[int, int, int], patch: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -84,7 +89,7 @@ def plan_buckets(shapes: list[tuple], thw_axes: tuple[int, int, int], patch: tup
             continue
         tokens = math.prod(x // p for x, p in zip(train, patch))
         batch = max(1, max_tokens // tokens) if max_tokens else per_rank_batch
-        plan.buckets.append(Bucket(shape, thw, train, rows, tokens, batch))
+        plan.buckets.append(Bucket(shape, thw, train, rows, tokens, batch, batch * dp_size))
     if too_small:
         n = sum(r for _, r in too_small)
         example = ""
@@ -95,8 +100,7 @@ def plan_buckets(shapes: list[tuple], thw_axes: tuple[int, int, int], patch: tup
         raise UserError(f"{n} rows have latents smaller than one patch {tuple(patch)} (stored {shape}){example}; "
                         "re-encode with a larger --resolution or a longer --max-frames, or train a model with a "
                         "smaller patch (--model DiT/S-2, --temporal-patch 1)")
-    plan.steps_per_epoch = len(epoch_steps([s for b in plan.buckets for s in [b.shape] * b.rows],
-                                           plan.batch_of(), dp_size, 0, 0))
+    plan.steps_per_epoch = sum(-(-b.rows // b.global_batch) for b in plan.buckets)
     return plan
 
 
@@ -115,56 +119,75 @@ def plan_dataset(data_path, model: str, temporal_patch: int, batch_size: int, dp
                         patch, batch_size // dp_size, dp_size, max_tokens, data.files)
 
 
-def epoch_steps(shapes: list[tuple], batch_of: dict[tuple, int], dp_size: int, seed: int,
-                epoch: int) -> list[list[list[int]]]:
-    """The epoch's steps: for each, one list of row indices per data-parallel rank."""
+def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's global batches (row indices of one shape each), in order; independent of the layout."""
     rng = np.random.default_rng([seed, epoch])
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, s in enumerate(shapes):
         buckets[tuple(s)].append(i)
-    chunks: list[list[int]] = []
+    batches: list[list[int]] = []
     for key in sorted(buckets):
         rows = np.array(buckets[key])
         rng.shuffle(rows)
-        b = batch_of[key]
-        chunks += [rows[lo : lo + b].tolist() for lo in range(0, len(rows), b)]
-    chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-    need = -len(chunks) % dp_size
-    while need:  # split the largest batch until every rank gets one per step
-        i = max(range(len(chunks)), key=lambda j: len(chunks[j]))
-        if len(chunks[i]) < 2:
-            break
-        half = len(chunks[i]) // 2
-        chunks[i : i + 1] = [chunks[i][:half], chunks[i][half:]]
-        need -= 1
-    n_steps = len(chunks) // dp_size
-    return [chunks[s * dp_size : (s + 1) * dp_size] for s in range(n_steps)]
+        g = global_batch_of[key]
+        batches += [rows[lo : lo + g].tolist() for lo in range(0, len(rows), g)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sample_seed(seed: int, epoch: int, batch: int, index: int) -> int:
+    """The seed of one sample's timestep, noise and text dropout (the same on any layout)."""
+    return int(np.random.SeedSequence([seed, epoch, batch, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def deal(batch: list[int], dp_rank: int, dp_size: int) -> tuple[list[int], list[int]]:
+    """This rank's share of a global batch: (positions in the batch, weights); a weight-0 pad if none."""
+    n = len(batch)
+    lo, hi = dp_rank * n // dp_size, (dp_rank + 1) * n // dp_size
+    if hi > lo:
+        return list(range(lo, hi)), [1] * (hi - lo)
+    return [min(lo, n - 1)], [0]
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):
-    """This rank's batches of one epoch, from step `start` on; `set_position` moves it.
+    """This rank's share of each global batch of one epoch, from batch `start` on; `set_position` moves it.
 
-    The DataLoader iterates its batch sampler in the main process each time an epoch starts, so one
-    loader with persistent workers serves every epoch: workers are not re-spawned at each epoch
-    boundary (which cost a whole step per epoch on small datasets).
+    Yields lists of (row, weight, sample seed, global batch size) for `StepRows`. The DataLoader
+    iterates its batch sampler in the main process each time an epoch starts, so one loader with
+    persistent workers serves every epoch (re-spawning workers cost a whole step per epoch).
     """
 
-    def __init__(self, shapes, batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
+    def __init__(self, shapes, global_batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
                  epoch: int = 0, start: int = 0):
-        self.shapes, self.batch_of, self.seed = [tuple(s) for s in shapes], batch_of, seed
+        self.shapes, self.global_batch_of, self.seed = [tuple(s) for s in shapes], global_batch_of, seed
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.set_position(epoch, start)
 
     def set_position(self, epoch: int, start: int = 0) -> None:
-        """Serve epoch `epoch` from its step `start` on."""
-        self.steps = epoch_steps(self.shapes, self.batch_of, self.dp_size, self.seed, epoch)[start:]
+        """Serve epoch `epoch` from its global batch `start` on."""
+        self.epoch, self.start = epoch, start
+        self.batches = epoch_batches(self.shapes, self.global_batch_of, self.seed, epoch)[start:]
 
     def __iter__(self):
-        for step in self.steps:
-            yield step[self.dp_rank]
+        for b, batch in enumerate(self.batches, self.start):
+            positions, weights = deal(batch, self.dp_rank, self.dp_size)
+            yield [(batch[j], w, sample_seed(self.seed, self.epoch, b, j), len(batch)) for j, w in zip(positions, weights)]
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return len(self.batches)
+
+
+class StepRows(torch.utils.data.Dataset):
+    """Dataset rows with their loss weight, sample seed and global batch size attached."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: tuple[int, int, int, int]) -> dict:
+        row, weight, seed, n = item
+        return {**self.data[row], "weight": weight, "seed": seed, "global_batch": n}
 
 
 def collate(rows: list[dict]) -> dict:
@@ -173,16 +196,21 @@ def collate(rows: list[dict]) -> dict:
     text = torch.from_numpy(np.stack([r["text"] for r in rows]).astype(np.float32))
     lengths = torch.tensor([r["text_length"] for r in rows])
     mask = torch.arange(text.shape[1])[None] < lengths[:, None]
-    return {"video": video, "text": text, "text_mask": mask}
+    out = {"video": video, "text": text, "text_mask": mask}
+    if "weight" in rows[0]:
+        out["weight"] = torch.tensor([float(r["weight"]) for r in rows])
+        out["seeds"] = [r["seed"] for r in rows]
+        out["global_batch"] = rows[0]["global_batch"]
+    return out
 
 
-def make_loader(data, batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
+def make_loader(data, global_batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
                 num_workers: int) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
     """A DataLoader over this rank's batches, and its sampler (`set_position` before each epoch)."""
     shapes = [data.latent_shape(i) for i in range(len(data))]  # cached in the dataset, no row reads
-    sampler = BucketBatchSampler(shapes, batch_of, dp_rank, dp_size, seed)
+    sampler = BucketBatchSampler(shapes, global_batch_of, dp_rank, dp_size, seed)
     loader = torch.utils.data.DataLoader(
-        data, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        StepRows(data), batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
         prefetch_factor=2 if num_workers > 0 else None, persistent_workers=num_workers > 0,
     )
     return loader, sampler

@@ -159,6 +159,7 @@ class Trainer:
         self.plan = plan_buckets([self.data.latent_shape(i) for i in range(len(self.data))],
                                  THW_AXES[manifest["compression"]["name"]], self.patch, self.per_rank_batch,
                                  self.dims.dp_size, cfg.max_tokens_per_batch, self.data.files)
+        self.global_batch_of = self.plan.global_batch_of()
         if cfg.grad_checkpoint:
             model.enable_gradient_checkpointing()
         if self.dims.sp_enabled:
@@ -178,7 +179,6 @@ class Trainer:
             self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(
                 model.to(dev), optimizer, lr_scheduler=lr_scheduler)
         self.step, self.position = 0, DataPosition()
-        self.gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.dims.dp_rank)
         if self.resume_from is not None:
             self._load_state(self.resume_from)
 
@@ -240,7 +240,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         rank = f"rank{self.env.rank:05d}"
-        rng = {"loss_generator": self.gen.get_state(), "torch_cpu": torch.get_rng_state()}
+        rng = {"torch_cpu": torch.get_rng_state()}  # the loss's draws come from per-sample seeds
         if self.env.device.type == "cuda":
             rng["torch_cuda"] = torch.cuda.get_rng_state(self.env.device)
         save_file(rng, tmp / f"rng-{rank}.safetensors")
@@ -254,6 +254,7 @@ class Trainer:
             sched = {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
             state = {"step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
                      "world_size": self.env.world_size, "dp_size": self.dims.dp_size, "sp_size": self.dims.sp_size,
+                     "global_batch_of": [[list(k), v] for k, v in sorted(self.global_batch_of.items())],
                      "lr_scheduler": sched, "seed": self.cfg.seed, "optimizer_state": has_state,
                      "plugin": self.cfg.plugin, "precision": self.precision,
                      "skipped_steps": self.skipped_steps, "loss_scaler": self._scaler_state()}
@@ -272,10 +273,15 @@ class Trainer:
         from safetensors.torch import load_file
 
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        if (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size):
+        relayout = (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size)
+        if relayout and (self.cfg.plugin == "zero2" or "global_batch_of" not in state):
             n = state["world_size"]
-            raise UserError(f"--resume {ckpt} was saved by {n} process{'es' if n != 1 else ''} (sp {state['sp_size']}); "
-                            f"resume with the same --nproc/--sp-size to continue exactly")
+            why = ("zero2 keeps per-rank shards of the fp32 weights" if self.cfg.plugin == "zero2"
+                   else "it predates layout-independent data order")
+            raise UserError(f"--resume {ckpt} was saved by {n} process{'es' if n != 1 else ''} (sp {state['sp_size']}) "
+                            f"and cannot continue on another layout ({why}); resume with the same --nproc/--sp-size")
+        if "global_batch_of" in state:  # the data order of the run, whatever the layout is now
+            self.global_batch_of = {tuple(k): v for k, v in state["global_batch_of"]}
         saved = (state.get("plugin", self.cfg.plugin), state.get("precision", self.precision))
         if saved != (self.cfg.plugin, self.precision):
             raise UserError(f"--resume {ckpt} was trained with --plugin {saved[0]} --precision {saved[1]}; "
@@ -292,7 +298,9 @@ class Trainer:
             _steps_to_param_device(getattr(self.optimizer, "optim", self.optimizer))
         rank = f"rank{self.env.rank:05d}"
         if self._saves_masters():
-            masters = load_file(ckpt / f"master-{rank}.safetensors")
+            # hybrid keeps whole masters on every rank: another layout reads rank 0's (zero2 was refused above)
+            own = ckpt / f"master-{rank}.safetensors"
+            masters = load_file(own if own.exists() else ckpt / "master-rank00000.safetensors")
             with torch.no_grad():
                 for i, p in enumerate(master_params(self.optimizer)):
                     p.copy_(masters[str(i)])
@@ -301,8 +309,8 @@ class Trainer:
         self.lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None]})
         self.step = state["step"]
         self.position = DataPosition(state["epoch"], state["batch"])
-        rng = load_file(ckpt / f"rng-{rank}.safetensors")
-        self.gen.set_state(rng["loss_generator"])
+        rng_file = ckpt / f"rng-{rank}.safetensors"
+        rng = load_file(rng_file if rng_file.exists() else ckpt / "rng-rank00000.safetensors")
         torch.set_rng_state(rng["torch_cpu"])
         if "torch_cuda" in rng and self.env.device.type == "cuda":
             torch.cuda.set_rng_state(rng["torch_cuda"], self.env.device)
@@ -357,7 +365,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _batches(self):
-        loader, sampler = make_loader(self.data, self.plan.batch_of(), self.dims.dp_rank, self.dims.dp_size,
+        loader, sampler = make_loader(self.data, self.global_batch_of, self.dims.dp_rank, self.dims.dp_size,
                                       self.cfg.seed, self.cfg.num_workers)
         while True:
             sampler.set_position(self.position.epoch, self.position.batch)
@@ -391,8 +399,10 @@ class Trainer:
             batch = next(batches)
             x0 = crop_to_patch(self.compressor.to_diffusion(batch["video"].to(dev)), self.patch)
             with self.amp.autocast():
+                # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
                 loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                      self.diffusion, self.scheduler, self.gen)
+                                      self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
+                                      batch["global_batch"] / self.dims.dp_size)
             self.booster.backward(self.amp.scale(loss), self.optimizer)
             norm, skipped = self._optimizer_step(params)
             if skipped:
@@ -402,9 +412,9 @@ class Trainer:
                     decay = ema_decay_at(cfg.ema_decay, self.step)
                     torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - decay)
             self.step += 1
-            stats = torch.stack([loss.detach().float(), torch.tensor(float(len(x0)), device=loss.device)])
-            dist.all_reduce(stats)  # loss summed over ranks; samples counted once per sequence-parallel group
-            logged, step_samples = stats[0].item() / self.env.world_size, round(stats[1].item() / self.dims.sp_size)
+            logged = loss.detach().float().clone()
+            dist.all_reduce(logged)  # each sequence-parallel group's share, once per rank of the group
+            logged, step_samples = logged.item() / self.env.world_size, int(batch["global_batch"])
             if not math.isfinite(logged):
                 raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
             dt = time.perf_counter() - t0
