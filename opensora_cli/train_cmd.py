@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ def train(
     cfg_dropout: Annotated[float, typer.Option("--cfg-dropout", help="Probability of training on the null text.")] = 0.1,
     temporal_patch: Annotated[int, typer.Option("--temporal-patch", help="Frames per patch (spatial patch from --model).")] = 1,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory \\[default: HOME/runs/TIME-MODEL].")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N; options not given are the run's own.")] = None,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start a new run from a checkpoint's model and EMA weights (fresh optimizer and data order).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     plan: Annotated[bool, typer.Option("--plan", help="Print buckets, model, layout, predicted memory and time per step; do not train.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --plan: print JSON.")] = False,
@@ -87,13 +89,6 @@ def train(
 
     s: Settings = ctx.obj
     worker = under_torchrun()
-    if data is None:
-        data = newest_dataset(s.home)
-        if data is None:
-            raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
-                            "run `opensora data encode` first or pass --data")
-        if not worker and not as_json:
-            console.print(f"data: {data} (the newest encoded dataset; pass --data to choose)")
     name = s.get("train.model", model)
     if run_dir is None:
         if resume == "auto" and newest_run(s.home) is not None:
@@ -102,6 +97,16 @@ def train(
             run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
         if not worker and not plan:
             console.print(f"run: {run_dir}")
+    saved = _saved_config(resume, run_dir)
+    if data is None and saved.get("data"):
+        data = Path(saved["data"])  # a resumed run keeps its dataset
+    if data is None:
+        data = newest_dataset(s.home)
+        if data is None:
+            raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
+                            "run `opensora data encode` first or pass --data")
+        if not worker and not as_json:
+            console.print(f"data: {data} (the newest encoded dataset; pass --data to choose)")
     cfg = TrainConfig(  # every bad value is reported before the data is read or a process started
         data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
         plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
@@ -110,8 +115,10 @@ def train(
         ckpt_every=s.get("train.ckpt_every", ckpt_every), keep=s.get("train.keep", keep), ema_decay=ema_decay,
         grad_clip=grad_clip, grad_checkpoint=grad_checkpoint, seed=seed, sp=sp,
         sp_size=sp_size if sp_size is not None else (1 if sp == "none" else 0), num_workers=num_workers,
-        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume, device=device,
+        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume,
+        init_from=str(init_from) if init_from else None, device=device,
     )
+    _inherit(ctx, cfg, saved)
     cfg.validate()
     if nproc < 1:
         raise UserError(f"--nproc {nproc} must be at least 1")
@@ -144,6 +151,42 @@ def train(
         if os.environ.get(NPROC_CHILD) or not main_rank:
             raise typer.Exit(130) from None  # the --nproc parent (or rank 0) says it once for every rank
         raise Interrupted(_how_to_resume(run_dir)) from None
+
+
+# TrainConfig fields a resumed run takes from its checkpoint unless the option is given: the parameter
+# name of `train` for each (the layout, device and workers are this launch's own).
+_INHERITED = {"model": "model", "condition": "condition", "plugin": "plugin", "precision": "precision",
+              "batch_size": "batch_size", "max_tokens_per_batch": "max_tokens_per_batch", "lr": "lr",
+              "warmup_steps": "warmup_steps", "lr_schedule": "lr_schedule", "steps": "steps",
+              "ckpt_every": "ckpt_every", "keep": "keep", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
+              "grad_checkpoint": "grad_checkpoint", "prediction_type": "prediction", "cfg_dropout": "cfg_dropout",
+              "temporal_patch": "temporal_patch"}
+
+
+def _saved_config(resume: str | None, run_dir: Path) -> dict:
+    """The train config of the checkpoint `--resume` names (auto: the run's newest good one), or {}."""
+    from opensora.checkpoint import checkpoint_problem, checkpoints_of
+
+    if resume is None:
+        return {}
+    if resume == "auto":
+        good = [c for c in (checkpoints_of(run_dir) if run_dir.is_dir() else []) if not checkpoint_problem(c, True)]
+        ckpt = good[-1] if good else None
+    else:
+        ckpt = Path(resume)
+    try:
+        meta = json.loads((ckpt / "opensora.json").read_text()) if ckpt is not None else {}
+    except (OSError, ValueError):
+        return {}  # the trainer names what is wrong with it
+    return {**meta.get("train_config", {}), "model": meta.get("model_name", meta.get("train_config", {}).get("model"))}
+
+
+def _inherit(ctx: typer.Context, cfg, saved: dict) -> None:
+    """Options not given on the command line (or in OPENSORA_*) take the resumed run's values."""
+    for key, param in _INHERITED.items():
+        source = ctx.get_parameter_source(param)  # Typer vendors click: compare the enum by name
+        if key in saved and getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
+            setattr(cfg, key, saved[key])
 
 
 def _gib(n: float) -> str:

@@ -122,6 +122,7 @@ class EncodeSummary:
     video_bytes: int = 0
     text_bytes: int = 0
     damaged: list[str] = field(default_factory=list)
+    rows_digest: str = ""
     shapes: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)
 
@@ -386,7 +387,7 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
 
     _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore, tstore, summary)
     manifest.update({
-        "complete": True, "rows": summary.written, "videos": summary.videos, "captions": summary.captions,
+        "complete": True, "rows": summary.written, "rows_digest": summary.rows_digest, "videos": summary.videos, "captions": summary.captions,
         "filtered": summary.filtered, "failed": summary.failed, "video_bytes": summary.video_bytes,
         "text_bytes": summary.text_bytes,
         "cache": {"videos_encoded": summary.videos_encoded, "videos_reused": summary.videos_reused,
@@ -442,6 +443,7 @@ def _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore: KeyedStor
     summary.captions = len(used_t)
     summary.errors = events
     write_arrow(Path(cfg.out) / "rows.arrow", rows, row_features())
+    summary.rows_digest = content_key([(r["video_key"], r["text_key"]) for r in rows])
     write_text_atomic(Path(cfg.out) / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in events))
     vstore.prune(used_v)
     tstore.prune(used_t)

@@ -44,6 +44,7 @@ class TrainConfig:
     cfg_dropout: float = 0.1
     temporal_patch: int = 1
     resume: str | None = None  # "auto" or a checkpoint directory
+    init_from: str | None = None  # a checkpoint whose model and EMA weights start a new run
     device: str = "auto"
     pg_timeout: float = 300.0
 
@@ -88,3 +89,30 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain dict (saved with the run and every checkpoint)."""
         return asdict(self)
+
+
+# Settings that change what a checkpoint means: a resumed run must keep them (or start anew with --init-from).
+MEANING = {"model": "--model", "condition": "--condition", "temporal_patch": "--temporal-patch",
+           "prediction_type": "--prediction", "batch_size": "--batch-size",
+           "max_tokens_per_batch": "--max-tokens-per-batch", "plugin": "--plugin", "precision": "--precision"}
+
+
+def data_identity(manifest: dict) -> dict:
+    """What identifies a dataset for a checkpoint: its rows, compression and text encoder."""
+    return {"rows_digest": manifest.get("rows_digest"), "compression": manifest.get("compression"),
+            "text_encoder": (manifest.get("text_encoder") or {}).get("path")}
+
+
+def resume_differences(cfg: TrainConfig, saved: dict, data_now: dict, data_saved: dict | None) -> list[str]:
+    """Each setting of `cfg` that differs from the checkpoint's `saved` train config, as 'flag old (now new)'."""
+    out = []
+    for key, flag in MEANING.items():
+        if key in saved and saved[key] != getattr(cfg, key) and not (key == "precision" and "auto" in (saved[key], cfg.precision)):
+            out.append(f"{flag} {saved[key]} (now {getattr(cfg, key)})")
+    if data_saved is not None:
+        if data_saved.get("rows_digest") != data_now.get("rows_digest"):
+            out.append(f"--data {saved.get('data')} (now {cfg.data}: other rows)")
+        for k in ("compression", "text_encoder"):
+            if data_saved.get(k) != data_now.get(k):
+                out.append(f"the dataset's {k.replace('_', ' ')} {data_saved.get(k)} (now {data_now.get(k)})")
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opensora.checkpoint import checkpoint_problem, checkpoints_of, load_dit, save_model_dir
+from opensora.checkpoint import checkpoint_problem, checkpoints_of, is_checkpoint, load_dit, save_model_dir
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import PRECISION_NAMES, resolve_dtype
@@ -24,7 +24,7 @@ from opensora.errors import OpenSoraError, OpenSoraWarning, UserError
 from opensora.fsutil import DirectoryLock, share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
-from opensora.training.config import TrainConfig
+from opensora.training.config import TrainConfig, data_identity, resume_differences
 from opensora.training.data import DataPosition, crop_to_patch, make_loader, plan_buckets
 from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
 from opensora.training.plugins import check_plugin, keeps_masters, make_plugin, optimizer_clips
@@ -146,8 +146,20 @@ class Trainer:
         from opensora.models.presets import create_model
 
         if self.resume_from is not None:
+            self._check_resumable(self.resume_from, manifest)
             model = load_dit(self.resume_from / "model")
             ema = load_dit(self.resume_from / "ema")
+        elif cfg.init_from is not None:  # a new run from another run's weights: fresh optimizer and data order
+            init = Path(cfg.init_from)
+            problem = checkpoint_problem(init) if is_checkpoint(init) else "not a checkpoint"
+            if problem:
+                raise UserError(f"--init-from {init}: {problem}; pass a RUN/ckpt-N directory")
+            meta = json.loads((init / "opensora.json").read_text())
+            if meta.get("model_name") != cfg.model:
+                raise UserError(f"--init-from {init} holds a {meta.get('model_name')}, not --model {cfg.model}; "
+                                f"pass --model {meta.get('model_name')}")
+            model = load_dit(init / "model")
+            ema = load_dit(init / "ema") if (init / "ema").is_dir() else copy.deepcopy(model)
         else:
             model = create_model(cfg.model, self.compressor.latent_channels, cfg.condition, text["dim"],
                                  text["max_length"], cfg.temporal_patch)
@@ -182,6 +194,16 @@ class Trainer:
         if self.resume_from is not None:
             self._load_state(self.resume_from)
 
+    def _check_resumable(self, ckpt: Path, manifest: dict) -> None:
+        """One line listing every setting that would change what the checkpoint means."""
+        meta = json.loads((ckpt / "opensora.json").read_text())
+        saved = {**meta.get("train_config", {}), "model": meta.get("model_name")}
+        diffs = resume_differences(self.cfg, saved, data_identity(manifest), meta.get("data"))
+        if diffs:
+            raise UserError(f"--resume {ckpt} was trained with {'; '.join(diffs)}: keep the old values (drop the "
+                            f"changed flags), or start a new run from its weights with --init-from {ckpt} and "
+                            "another --run-dir")
+
     def _optimizer(self, model):
         params = [p for p in model.parameters() if p.requires_grad]
         # torch's AdamW: fused on CUDA (one kernel for all parameters, nothing to build), foreach on CPU.
@@ -208,6 +230,7 @@ class Trainer:
         return {"format": "opensora-checkpoint", "model_name": self.cfg.model, "step": self.step,
                 "compression": m["compression"], "text_encoder": m["text_encoder"], "stride": m["stride"],
                 "diffusion": self.diffusion.to_dict(), "train_config": self.cfg.to_dict(),
+                "data": data_identity(m),
                 "world_size": self.env.world_size}
 
     def save_checkpoint(self) -> Path:
@@ -307,6 +330,11 @@ class Trainer:
         self._load_scaler_state(state.get("loss_scaler") or {})
         self.skipped_steps = state.get("skipped_steps", 0)
         self.lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None]})
+        # --lr may change on resume: the schedule continues from the new peak (the saved state holds the old)
+        factor = self.lr_scheduler.lr_lambdas[0](self.lr_scheduler.last_epoch)
+        self.lr_scheduler.base_lrs = [self.cfg.lr] * len(self.lr_scheduler.base_lrs)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
         self.step = state["step"]
         self.position = DataPosition(state["epoch"], state["batch"])
         rng_file = ckpt / f"rng-{rank}.safetensors"

@@ -320,3 +320,40 @@ def test_resume_on_another_process_count_continues_the_same_samples(tmp_path, en
     assert a[:3] == b[:3]
     for x, y in zip(a[3:], b[3:]):
         assert abs(x - y) <= 1e-4 * abs(x), (a, b)
+
+
+def test_resume_checks_what_it_resumes_and_init_from_starts_anew(tmp_path, encoded_dataset, tiny_text_encoder):
+    run = tmp_path / "run"
+    base = ["train", "--num-workers", "0", "--device", "cpu", "--run-dir", run]
+    r = run_opensora(*base, "--data", encoded_dataset, "--model", "DiT/T-2", "--batch-size", "4", "--steps", "2",
+                     "--lr", "2e-3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    # meaning-changing flags: refused, each listed, with the way out
+    r = run_opensora(*base, "--resume", "auto", "--steps", "4", "--model", "DiT/T-4", "--condition", "token-concat",
+                     "--lr", "5e-2")
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [x for x in r.stderr.splitlines() if x.startswith("error")]
+    assert len(err) == 1 and "--model DiT/T-2 (now DiT/T-4)" in err[0] and "--condition cross-attn (now token-concat)" in err[0]
+    assert "--init-from" in err[0] and "--lr" not in err[0]
+    r = run_opensora(*base, "--resume", "auto", "--steps", "4", "--batch-size", "8")
+    assert r.returncode == 2 and "--batch-size 4 (now 8)" in r.stderr
+    other = tmp_path / "other"
+    (tmp_path / "c.json").write_text(json.dumps([{"file": "v0.mp4", "captions": ["another caption"]}]))
+    r = run_opensora("data", "encode", "-c", tmp_path / "c.json", "-v", encoded_dataset.parent / "videos", "-o", other,
+                     "--text-encoder", tiny_text_encoder, "--num-workers", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_opensora(*base, "--resume", "auto", "--steps", "4", "--data", other)
+    assert r.returncode == 2 and "--data" in r.stderr and "other rows" in r.stderr
+    assert len(list(run.glob("ckpt-*"))) == 1  # nothing was trained by the refused runs
+    # options not given are the run's own: model, data, batch size, lr; a new lr is allowed and recorded
+    r = run_opensora(*base, "--resume", "auto", "--steps", "4", "--lr", "1e-3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((run / "ckpt-0000004" / "opensora.json").read_text())
+    assert meta["model_name"] == "DiT/T-2" and meta["train_config"]["lr"] == 1e-3
+    assert [json.loads(x)["lr"] for x in (run / "metrics.jsonl").read_text().splitlines()][2:] == [1e-3, 1e-3]
+    # --init-from: a new run from the weights, here on the other dataset with another lr
+    new = tmp_path / "new"
+    r = run_opensora("train", "--num-workers", "0", "--device", "cpu", "--run-dir", new, "--data", other, "--model",
+                     "DiT/T-2", "--init-from", run / "ckpt-0000004", "--steps", "1", "--lr", "5e-2", "--batch-size", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((new / "ckpt-0000001" / "opensora.json").read_text())["train_config"]["init_from"] == str(run / "ckpt-0000004")
