@@ -66,6 +66,7 @@ def train(
     resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N; options not given are the run's own.")] = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", help="Start a new run from a checkpoint's model and EMA weights (fresh optimizer and data order).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    hang_timeout: Annotated[float, typer.Option("--hang-timeout", help="Several processes: stop the run when a rank makes no progress for this many seconds.")] = 600.0,
     plan: Annotated[bool, typer.Option("--plan", help="Print buckets, model, layout, predicted memory and time per step; do not train.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --plan: print JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even when the predicted memory exceeds what is available.")] = False,
@@ -116,7 +117,7 @@ def train(
         grad_clip=grad_clip, grad_checkpoint=grad_checkpoint, seed=seed, sp=sp,
         sp_size=sp_size if sp_size is not None else (1 if sp == "none" else 0), num_workers=num_workers,
         prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume,
-        init_from=str(init_from) if init_from else None, device=device,
+        init_from=str(init_from) if init_from else None, device=device, hang_timeout=hang_timeout,
     )
     _inherit(ctx, cfg, saved)
     cfg.validate()

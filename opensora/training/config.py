@@ -47,6 +47,7 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint whose model and EMA weights start a new run
     device: str = "auto"
     pg_timeout: float = 300.0
+    hang_timeout: float = 600.0  # multi-process: a rank without progress this long stops the run
 
     def validate(self) -> None:
         """Raise one ConfigError listing every invalid setting, each naming its flag."""
@@ -72,6 +73,8 @@ class TrainConfig:
             p.append(f"--sp-size {self.sp_size} must be at least 1")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
+        if not math.isfinite(self.hang_timeout) or self.hang_timeout <= 0:
+            p.append(f"--hang-timeout {self.hang_timeout} must be a finite number of seconds > 0")
         if self.lr_schedule not in ("constant", "cosine"):
             p.append(f"--lr-schedule {self.lr_schedule!r} is not constant or cosine")
         if not math.isfinite(self.lr) or self.lr <= 0:

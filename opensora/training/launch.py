@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import uuid
+from pathlib import Path
 
 from opensora.errors import OpenSoraError
 
@@ -36,6 +38,12 @@ def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> 
     # (which holds a folder named opensora/), workers would import that folder instead of the package.
     code = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; from opensora_cli.main import run; run()"
     entry = [sys.executable, "-c", code, *argv]
+    import tempfile
+
+    from opensora.training.watchdog import EXIT_CODE, REPORT_ENV
+
+    report = Path(tempfile.mkdtemp(prefix="opensora-launch-")) / "watchdog.txt"
+    os.environ[REPORT_ENV] = str(report)  # a worker's watchdog leaves its reason here, for one line below
     try:
         elastic_launch(config, entrypoint=entry[0])(*entry[1:])
     except SignalException as e:  # the agent turns Ctrl-C (SIGINT) into this after stopping the workers
@@ -44,6 +52,11 @@ def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> 
         raise
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
+        if failure.exitcode == EXIT_CODE and report.exists():
+            raise OpenSoraError(report.read_text()) from None
         how = (f"signal {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
                else f"exit code {failure.exitcode}")
         raise OpenSoraError(f"rank {rank} of {nproc} failed ({how}); the other ranks were stopped") from None
+    finally:
+        os.environ.pop(REPORT_ENV, None)
+        shutil.rmtree(report.parent, ignore_errors=True)

@@ -404,7 +404,7 @@ class Trainer:
 
     def train(self) -> TrainSummary:
         """Run until --steps, checkpointing every --ckpt-every and at the end."""
-        cfg, dev = self.cfg, self.env.device
+        cfg = self.cfg
         summary = TrainSummary(self.run_dir, self.step, cfg.steps, world_size=self.env.world_size)
         metrics = self.run_dir / "metrics.jsonl"
         writer = None
@@ -416,9 +416,22 @@ class Trainer:
 
             # purge_step drops events at and after it: the checkpoint's own step was logged and stays
             writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
+        self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps"))
+        watchdog = None
+        if self.env.world_size > 1:
+            from opensora.training.watchdog import Watchdog
+
+            watchdog = Watchdog(self.run_dir, self.env.rank, self.env.world_size, cfg.hang_timeout).start(self.step)
+        try:
+            return self._loop(summary, metrics, writer, watchdog)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+
+    def _loop(self, summary: TrainSummary, metrics: Path, writer, watchdog) -> TrainSummary:
+        cfg, dev = self.cfg, self.env.device
         params = [p for p in self.model.unwrap().parameters() if p.requires_grad]
         ema_params = [p for p in self.ema.parameters()]
-        self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps"))
         t_start, n_samples = time.perf_counter(), 0
         batches = self._batches()
         self.model.train()
@@ -440,6 +453,8 @@ class Trainer:
                     decay = ema_decay_at(cfg.ema_decay, self.step)
                     torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - decay)
             self.step += 1
+            if watchdog is not None:
+                watchdog.beat(self.step)
             logged = loss.detach().float().clone()
             dist.all_reduce(logged)  # each sequence-parallel group's share, once per rank of the group
             logged, step_samples = logged.item() / self.env.world_size, int(batch["global_batch"])

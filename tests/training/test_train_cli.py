@@ -357,3 +357,33 @@ def test_resume_checks_what_it_resumes_and_init_from_starts_anew(tmp_path, encod
                      "DiT/T-2", "--init-from", run / "ckpt-0000004", "--steps", "1", "--lr", "5e-2", "--batch-size", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((new / "ckpt-0000001" / "opensora.json").read_text())["train_config"]["init_from"] == str(run / "ckpt-0000004")
+
+
+def test_a_stopped_rank_stops_the_run_naming_it(tmp_path, encoded_dataset):
+    """SIGSTOP (as a hung GPU or a stuck NFS read looks): the watchdog ends the run, not a hang."""
+    run = tmp_path / "run"
+    p = _popen([*TRAIN, "--data", encoded_dataset, "--run-dir", run, "--steps", "100000", "--ckpt-every", "100000",
+                "--nproc", "2", "--hang-timeout", "6"])
+    deadline = time.time() + 120
+    victim = None
+    while time.time() < deadline and victim is None:
+        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
+            for child in psutil.Process(p.pid).children(recursive=True):
+                try:
+                    if child.environ().get("RANK") == "1":
+                        victim = child
+                except psutil.Error:
+                    continue
+        time.sleep(0.2)
+    assert victim is not None
+    victim.suspend()
+    t0 = time.time()
+    try:
+        _, err = p.communicate(timeout=90)
+    finally:
+        if victim.is_running():
+            victim.kill()
+    assert time.time() - t0 < 60
+    lines = [x for x in err.splitlines() if x.startswith("error")]
+    assert p.returncode == 1 and len(lines) == 1, err[-2000:]
+    assert "rank 1 stopped responding" in lines[0] and "last step" in lines[0] and "--resume auto" in lines[0]
