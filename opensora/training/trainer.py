@@ -439,12 +439,20 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             x0 = crop_to_patch(self.compressor.to_diffusion(batch["video"].to(dev)), self.patch)
-            with self.amp.autocast():
-                # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
-                loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                      self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
-                                      batch["global_batch"] / self.dims.dp_size)
-            self.booster.backward(self.amp.scale(loss), self.optimizer)
+            try:
+                with self.amp.autocast():
+                    # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
+                    loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
+                                          self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
+                                          batch["global_batch"] / self.dims.dp_size)
+                self.booster.backward(self.amp.scale(loss), self.optimizer)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+                    raise
+                shape = "x".join(map(str, x0.shape[2:]))
+                raise OpenSoraError(f"out of memory at step {self.step + 1} on a {len(x0)} x {shape} latent batch; "
+                                    "see `opensora train --plan` and try --grad-checkpoint, a smaller --batch-size, "
+                                    "--sp N or re-encoding with a smaller --max-frames/--resolution") from None
             norm, skipped = self._optimizer_step(params)
             if skipped:
                 self.skipped_steps += 1

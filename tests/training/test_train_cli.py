@@ -387,3 +387,29 @@ def test_a_stopped_rank_stops_the_run_naming_it(tmp_path, encoded_dataset):
     lines = [x for x in err.splitlines() if x.startswith("error")]
     assert p.returncode == 1 and len(lines) == 1, err[-2000:]
     assert "rank 1 stopped responding" in lines[0] and "last step" in lines[0] and "--resume auto" in lines[0]
+
+
+def test_out_of_memory_at_run_time_is_one_line_naming_the_fixes(tmp_path, tiny_text_encoder):
+    """Under a memory cap (as a container has), a run forced past the pre-flight fails in one line."""
+    import resource
+
+    from opensora.data.video import write_video
+    from tests.conftest import moving_square_video
+
+    vids = tmp_path / "v"
+    vids.mkdir()
+    write_video(vids / "a.mp4", moving_square_video(8, 128, 128), 8)
+    (tmp_path / "c.json").write_text(json.dumps([{"file": "a.mp4", "captions": ["x"]}]))
+    assert run_opensora("data", "encode", "-c", tmp_path / "c.json", "-v", vids, "-o", tmp_path / "d",
+                        "--text-encoder", tiny_text_encoder, "--num-workers", "0").returncode == 0
+    cap = 8 * 2**30
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    r = run_opensora("train", "--data", tmp_path / "d", "--model", "DiT/S-2", "--batch-size", "1", "--steps", "1",
+                     "--device", "cpu", "--num-workers", "0", "--run-dir", tmp_path / "run", "--force",
+                     preexec_fn=limit)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "out of memory at step 1" in lines[0] and "--grad-checkpoint" in lines[0]
