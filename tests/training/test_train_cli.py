@@ -116,8 +116,11 @@ def test_channel_mismatch_is_one_line_before_any_step(tmp_path, encoded_dataset,
                      "--num-workers", "0")
     assert r.returncode == 0, r.stderr
     r = run_opensora(*TRAIN, "--data", sd, "--run-dir", run, "--steps", "2", "--resume", "auto")
-    assert r.returncode == 2 and "latent channels" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "compression" in r.stderr and "Traceback" not in r.stderr  # another dataset
     assert len(_losses(run)) == 1
+    r = run_opensora(*TRAIN, "--data", sd, "--run-dir", tmp_path / "new", "--steps", "1", "--init-from",
+                     run / "ckpt-0000001")
+    assert r.returncode == 2 and "latent channels" in r.stderr and "Traceback" not in r.stderr
 
 
 CRASH_IN_SAVE = """
