@@ -34,6 +34,18 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def read_user_text(path: Path, option: str) -> str:
+    """A text file a user gave (`option` names it in errors): UTF-8, readable, else one clear UserError."""
+    from opensora.errors import UserError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{option} {path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot read it ({e.strerror}); check its permissions") from None
+
+
 def check_writable(directory: Path, option: str, need_bytes: int = 0) -> None:
     """A UserError unless files can be created in `directory` (made if missing) with `need_bytes` free."""
     import shutil

@@ -58,12 +58,9 @@ def sample(
     if prompts_file is not None:
         if not prompts_file.is_file():
             raise UserError(f"--prompts {prompts_file}: no such file; pass a text file with one prompt a line")
-        try:
-            text = prompts_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"--prompts {prompts_file}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-        except OSError as e:
-            raise UserError(f"--prompts {prompts_file}: cannot read it ({e.strerror})") from None
+        from opensora.fsutil import read_user_text
+
+        text = read_user_text(prompts_file, "--prompts")
         texts += [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:  # before looking for a checkpoint: the first thing to fix is the missing prompt
         raise UserError("no prompt given; pass one or more prompts or --prompts FILE")

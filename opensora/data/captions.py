@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opensora.errors import UserError
+from opensora.fsutil import read_user_text
 
 
 @dataclass
@@ -92,13 +93,8 @@ def load_captions(path: Path, file_column: str | None = None, caption_column: st
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--captions {path}: no such file; pass a captions JSON, JSONL or CSV file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"--captions {path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    except OSError as e:
-        raise UserError(f"--captions {path}: cannot read it ({e.strerror}); check its permissions") from None
-    if path.suffix.lower() in (".csv", ".tsv") or (file_column or caption_column):
+    text = read_user_text(path, "--captions")
+    if path.suffix.lower() == ".csv" or (file_column or caption_column):
         return load_csv_captions(path, text, file_column, caption_column)
     stripped = text.lstrip()
     entries: list[tuple[int, object]] = []

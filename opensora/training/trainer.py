@@ -77,6 +77,14 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return p
 
 
+OOM_FIXES = "try --grad-checkpoint, a smaller --batch-size, --sp N or re-encoding with a smaller --max-frames/--resolution"
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """True for torch's out-of-memory errors (CUDA's, and the CPU allocator's RuntimeError)."""
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """The EMA decay after `step` optimizer steps: warmed up as min(decay, (1 + step) / (10 + step)).
 
@@ -447,12 +455,11 @@ class Trainer:
                                           batch["global_batch"] / self.dims.dp_size)
                 self.booster.backward(self.amp.scale(loss), self.optimizer)
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+                if not out_of_memory(e):
                     raise
                 shape = "x".join(map(str, x0.shape[2:]))
                 raise OpenSoraError(f"out of memory at step {self.step + 1} on a {len(x0)} x {shape} latent batch; "
-                                    "see `opensora train --plan` and try --grad-checkpoint, a smaller --batch-size, "
-                                    "--sp N or re-encoding with a smaller --max-frames/--resolution") from None
+                                    f"see `opensora train --plan` and {OOM_FIXES}") from None
             norm, skipped = self._optimizer_step(params)
             if skipped:
                 self.skipped_steps += 1
@@ -557,7 +564,13 @@ def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
             refusal = trainer._broadcast(refusal)
         if refusal:
             raise UserError(refusal)
-        trainer.setup()
+        try:
+            trainer.setup()
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
+            raise OpenSoraError(f"out of memory while building {cfg.model}, its EMA and optimizer; see "
+                                "`opensora train --plan` and try a smaller --model or more memory") from None
         return trainer.train()
     finally:
         if lock is not None:

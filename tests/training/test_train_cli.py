@@ -405,14 +405,15 @@ def test_out_of_memory_at_run_time_is_one_line_naming_the_fixes(tmp_path, tiny_t
     (tmp_path / "c.json").write_text(json.dumps([{"file": "a.mp4", "captions": ["x"]}]))
     assert run_opensora("data", "encode", "-c", tmp_path / "c.json", "-v", vids, "-o", tmp_path / "d",
                         "--text-encoder", tiny_text_encoder, "--num-workers", "0").returncode == 0
-    cap = 8 * 2**30
+    for gib, where in ((4, "at step 1"), (3, "while building DiT/S-4")):  # the step's activations; the model itself
+        cap = gib * 2**30
 
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        def limit(cap=cap):
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    r = run_opensora("train", "--data", tmp_path / "d", "--model", "DiT/S-2", "--batch-size", "1", "--steps", "1",
-                     "--device", "cpu", "--num-workers", "0", "--run-dir", tmp_path / "run", "--force",
-                     preexec_fn=limit)
-    lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
-    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "out of memory at step 1" in lines[0] and "--grad-checkpoint" in lines[0]
+        r = run_opensora("train", "--data", tmp_path / "d", "--model", "DiT/S-4", "--batch-size", "1", "--steps", "1",
+                         "--device", "cpu", "--num-workers", "0", "--run-dir", tmp_path / f"run{gib}", "--force",
+                         preexec_fn=limit)
+        lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
+        assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert f"out of memory {where}" in lines[0] and "train --plan" in lines[0]
