@@ -35,6 +35,7 @@ from opensora.data.store import KeyedStore, content_key, file_digest, model_iden
 from opensora.data.video import RESOLUTIONS, TOO_LONG, DecodeSettings, VideoError, read_video
 from opensora.errors import ConfigError, UserError
 from opensora.fsutil import DirectoryLock, write_json_atomic, write_text_atomic
+from opensora.models.presets import MIN_PATCH
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 
 FILTERED = ("too long", "too small")  # deliberate filters: the encode still succeeds
@@ -176,6 +177,37 @@ def _collate_one(batch):
     return batch[0]
 
 
+def _decoded(jobs: list[tuple[str, Path]], decode: DecodeSettings, compressor, num_workers: int):
+    """(key, frames, fps, error) for every job, in order, decoded in worker processes.
+
+    A worker that dies (a decoder crash on one file) must not stop the others: the loader is
+    restarted after the videos already returned, with one worker and no read-ahead, so that a second
+    death names the video being decoded, which is then reported as failed.
+    """
+    done, suspect = 0, None
+    workers, prefetch = max(0, num_workers), 4
+    while done < len(jobs):
+        rest = jobs[done:]
+        loader = torch.utils.data.DataLoader(
+            _VideoSource(rest, decode, compressor, MIN_PATCH), batch_size=1, shuffle=False, num_workers=workers,
+            collate_fn=_collate_one, prefetch_factor=prefetch if workers > 0 else None)
+        try:
+            for item in loader:
+                done += 1
+                suspect = None
+                yield item
+        except RuntimeError as e:
+            if "DataLoader worker" not in str(e) or workers == 0:
+                raise
+            if suspect == done:  # it died again on the same video: that video kills its decoder
+                key, path = jobs[done]
+                done += 1
+                suspect = None
+                yield key, None, None, {"reason": "decoder crashed", "detail": f"the decoding process died on {path.name}"}
+                continue
+            suspect, workers, prefetch = done, 1, 1
+
+
 def _prepare_out(cfg: EncodeConfig) -> dict:
     out = Path(cfg.out)
     if cfg.overwrite:
@@ -312,8 +344,6 @@ def encode_dataset(cfg: EncodeConfig, progress: ProgressFn = no_progress) -> Enc
 
 def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path, out: Path,
                    progress: ProgressFn) -> EncodeSummary:
-    from opensora.models.presets import MIN_PATCH
-
     manifest = _prepare_out(cfg)
     summary = EncodeSummary(out=out, entries=len(entries))
     compressor = load_compressor(cfg.compression, cfg.vae, device=cfg.device, batch_size=cfg.batch_size)
@@ -361,22 +391,17 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     copied = _copy_from(_reuse_sources(cfg, "videos", vstore.features), missing_v, vstore, cfg.shard_size)
     summary.videos_reused += len(copied)
     jobs = [(k, paths[k]) for k in dict.fromkeys(vkeys) if k in missing_v - copied]
-    loader = torch.utils.data.DataLoader(
-        _VideoSource(jobs, decode, compressor, MIN_PATCH), batch_size=1, shuffle=False,
-        num_workers=max(0, cfg.num_workers), collate_fn=_collate_one,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
-    )
     pending: list[dict] = []
     progress(ProgressEvent("encode", 0, len(jobs), unit="videos"))
-    for done, (key, frames, fps, err) in enumerate(loader, 1):
+    for done, (key, frames, fps, err) in enumerate(_decoded(jobs, decode, compressor, cfg.num_workers), 1):
+        source = os.path.relpath(paths[key], root.absolute())
         if err is not None:
-            pending.append({"key": key, "source": os.path.relpath(paths[key], root.absolute()),
-                            "latent": np.zeros((0,)), "shape": np.zeros((0,), np.int32), "fps": 0.0,
-                            "error": f"{err['reason']}: {err['detail']}"})
+            pending.append({"key": key, "source": source, "latent": np.zeros((0,)), "shape": np.zeros((0,), np.int32),
+                            "fps": 0.0, "error": f"{err['reason']}: {err['detail']}"})
         else:
             latent = compressor.encode([frames.numpy()])[0]
-            pending.append({"key": key, "source": os.path.relpath(paths[key], root.absolute()), "latent": latent,
-                            "shape": np.array(latent.shape, np.int32), "fps": float(fps), "error": ""})
+            pending.append({"key": key, "source": source, "latent": latent, "shape": np.array(latent.shape, np.int32),
+                            "fps": float(fps), "error": ""})
         summary.videos_encoded += err is None
         if len(pending) == cfg.shard_size:
             vstore.append(pending)

@@ -255,3 +255,35 @@ def test_an_unreachable_hub_id_fails_in_seconds_naming_the_fix(tmp_path, video_d
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "--text-encoder nobody/no-such-clip" in lines[0] and "--local-dir DIR" in lines[0]
     assert ("HF_HUB_OFFLINE is set" in lines[0]) == ("HF_HUB_OFFLINE" in env)
+
+
+CRASHING_DECODER = """
+import os, signal, sys
+import opensora.data.encode as encode
+original = encode.read_video
+def read_video(path, *args, **kwargs):
+    if os.path.basename(str(path)) == "crash.mp4":
+        os.kill(os.getpid(), signal.SIGSEGV)  # as a decoder bug on one file does
+    return original(path, *args, **kwargs)
+encode.read_video = read_video
+from opensora_cli.main import run
+sys.argv = ["opensora", *sys.argv[1:]]
+run()
+"""
+
+
+def test_a_decoder_crash_on_one_video_does_not_stop_the_rest(tmp_path, video_dir, tiny_text_encoder):
+    vids = tmp_path / "v"
+    shutil.copytree(video_dir, vids)
+    write_video(vids / "crash.mp4", moving_square_video(8, 32, 32, seed=42), 8)  # its own content: its own decode
+    items = [{"file": n, "captions": [n]} for n in ("a.mp4", "crash.mp4", "b.mp4", "c.mp4", "d.mp4")]
+    caps = _captions(tmp_path / "c.json", items)
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-c", CRASHING_DECODER, "data", "encode", "-c", str(caps), "-v", str(vids),
+                        "-o", str(out), "--text-encoder", str(tiny_text_encoder), "--num-workers", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(e["file"], e["reason"]) for e in errors] == [("crash.mp4", "decoder crashed")]
+    ds = EncodedDataset(out)
+    assert sorted(ds[i]["caption"] for i in range(len(ds))) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
