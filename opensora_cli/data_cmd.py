@@ -45,9 +45,9 @@ def download(
     s: Settings = ctx.obj
     if not math.isfinite(stall_timeout) or stall_timeout <= 0:
         raise UserError(f"--stall-timeout {stall_timeout} must be a finite number of seconds > 0")
-    for opt, value in (("--size", size), ("--videos-per-combo", videos_per_combo)):
-        if value is not None and value < 1:
-            raise UserError(f"{opt} {value} must be at least 1")
+    for opt, value, low in (("--size", size, 1), ("--videos-per-combo", videos_per_combo, 1), ("--seed", seed, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{opt} {value} must be at least {low}")
     if dataset not in ("msrvtt", "shapes"):
         raise UserError(f"unknown dataset {dataset!r}; choose msrvtt or shapes")
     dest = dest or s.home / "downloads" / dataset

@@ -35,9 +35,9 @@ def demo(
     from opensora.demo import DEMO_SIZES, DemoConfig, run_demo
 
     s: Settings = ctx.obj
-    for opt, value in (("--steps", steps), ("--samples", samples)):
-        if value is not None and value < 1:
-            raise UserError(f"{opt} {value} must be at least 1")
+    for opt, value, low in (("--steps", steps, 1), ("--samples", samples, 1), ("--seed", seed, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{opt} {value} must be at least {low}")
     out = out or s.home / ("demo-quick" if quick else "demo")  # a quick run never feeds a full one
     cfg = DemoConfig(out=out, seed=seed, samples_per_prompt=samples, world=WorldConfig(seed=seed, sizes=DEMO_SIZES))
     if quick:

@@ -234,10 +234,26 @@ def _preflight(cfg, nproc: int, show_all: bool, as_json: bool, force: bool) -> N
         if not p.fits:
             console.print(f"[yellow]does not fit; would fit with: {', '.join(p.fixes)}[/yellow]")
         return
+    disk = _free_disk(Path(cfg.run_dir))
+    ckpt_bytes = 20 * p.cost.params  # fp32 model + EMA + AdamW moments (+ fp32 masters in 16 bit), about
+    if disk is not None and disk < 2 * ckpt_bytes and not force:
+        raise UserError(f"--run-dir {cfg.run_dir}: {_gib(disk)} free on its disk, and a checkpoint of {cfg.model} takes "
+                        f"about {_gib(ckpt_bytes)} (written beside the previous one); free some space, choose another "
+                        "--run-dir, or pass --force")
     if not p.fits and not force:
         raise UserError(f"{cfg.model} needs about {_gib(p.memory.total())} per rank for the heaviest bucket "
                         f"({p.max_tokens} tokens x {p.per_rank_batch}) but {_gib(p.available)} is available; "
                         f"would fit with: {', '.join(p.fixes)}; see `opensora train --plan`, or pass --force")
+
+
+def _free_disk(path: Path) -> int | None:
+    """Free bytes on the file system that will hold `path` (its nearest existing parent)."""
+    import shutil
+
+    for p in (path, *path.parents):
+        if p.exists():
+            return shutil.disk_usage(p).free
+    return None
 
 
 def _how_to_resume(run_dir: Path) -> str:

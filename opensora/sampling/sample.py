@@ -57,6 +57,8 @@ class SampleConfig:
                        ("--num-samples", self.num_samples)):
             if v < 1:
                 p.append(f"{opt} {v} must be at least 1")
+        if self.seed < 0:
+            p.append(f"--seed {self.seed} must be 0 or more")
         if self.frames is not None and self.frames < 1:
             p.append(f"--frames {self.frames} must be at least 1")
         for opt, v in (("--fps", self.fps), ("--sec", self.sec if self.frames is None else 1.0)):

@@ -71,6 +71,8 @@ class TrainConfig:
                 p.append(f"{name} {value} must be at least 1")
         if self.sp_size < 0:  # 0: every rank of the job (resolved at launch)
             p.append(f"--sp-size {self.sp_size} must be at least 1")
+        if self.seed is not None and self.seed < 0:
+            p.append(f"--seed {self.seed} must be 0 or more")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
         if not math.isfinite(self.hang_timeout) or self.hang_timeout <= 0:

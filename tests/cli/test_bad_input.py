@@ -105,6 +105,9 @@ CASES = {
     "demo --steps 0": Case(["demo", "--steps", "0", "--out", "{tmp}/demo"], "--steps 0", no_output="{tmp}/demo"),
     "download --videos-per-combo 0": Case(["data", "download", "shapes", "--dest", "{tmp}/d", "--videos-per-combo", "0"],
                                           "--videos-per-combo 0", no_output="{tmp}/d"),
+    "train --seed -1": Case(["train", "--data", "{tmp}", "--seed", "-1", "--run-dir", "{tmp}/run"], "--seed -1",
+                            no_output="{tmp}/run"),
+    "sample --seed -1": Case([*SAMPLE, "-o", "{tmp}/s.mp4", "--seed", "-1"], "--seed -1", no_output="{tmp}/s.mp4"),
     "download --stall-timeout nan": Case(["data", "download", "--dest", "{tmp}/d", "--stall-timeout", "nan"],
                                          "--stall-timeout nan", no_output="{tmp}/d"),
 }
@@ -161,3 +164,15 @@ def test_a_second_writer_is_refused_naming_the_other(cli, tmp_path, video_dir, t
                 "--device", "cpu", "--num-workers", "0")
     assert r.code == 2 and f"--run-dir {run} is in use by process {os.getpid()}" in r.err
     assert {p.name for p in run.iterdir()} == {".lock"}  # the refused run wrote nothing
+
+
+def test_a_disk_too_small_for_a_checkpoint_is_refused_before_training(cli, tmp_path, encoded_dataset, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    r = cli("train", "--data", encoded_dataset, "--model", "DiT/T-2", "--steps", "1", "--run-dir", tmp_path / "run",
+            "--device", "cpu", "--num-workers", "0")
+    assert r.code == 2 and "free on its disk" in r.err and "--force" in r.err
+    assert not (tmp_path / "run").exists()
