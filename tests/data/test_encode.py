@@ -287,3 +287,16 @@ def test_a_decoder_crash_on_one_video_does_not_stop_the_rest(tmp_path, video_dir
     assert [(e["file"], e["reason"]) for e in errors] == [("crash.mp4", "decoder crashed")]
     ds = EncodedDataset(out)
     assert sorted(ds[i]["caption"] for i in range(len(ds))) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+
+
+def test_a_format_1_dataset_names_the_command_that_re_encodes_it(cli, tmp_path):
+    old = tmp_path / "old"
+    (old / "shards").mkdir(parents=True)
+    (old / "manifest.json").write_text(json.dumps({
+        "format": "opensora-encoded", "complete": True,
+        "settings": {"captions": "/data/c.json", "videos": "/data/videos", "compression": "sdvae", "features_version": 1}}))
+    r = cli("train", "--data", old, "--run-dir", tmp_path / "run", "--device", "cpu")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert f"opensora data encode -c /data/c.json -v /data/videos -o {old} --compression sdvae --overwrite" in r.err
+    info = json.loads(cli("inspect", old, "--json").out)
+    assert info["format"] == 1 and "re-encode" in info["problem"]
