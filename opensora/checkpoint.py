@@ -4,7 +4,12 @@ A model directory (what `sample` and `inspect` read):
   opensora.json   model preset, conditioning, compression, text encoder, diffusion settings, step
   model/          VideoDiT.save_pretrained: config.json + diffusion_pytorch_model.safetensors
   ema/            the EMA weights, same format (optional)
-A training checkpoint is a model directory plus optimizer/, trainer_state.json and rng.safetensors.
+A training checkpoint is a model directory plus:
+  optimizer(/)                 Colossal-AI's optimizer checkpoint (a folder of shards; one file for ddp)
+  trainer_state.json           step, data position, layout, the global batch per latent shape, LR schedule
+  rng-rankNNNNN.safetensors    each rank's torch RNG state
+  master-rankNNNNN.safetensors the fp32 master weights of 16-bit hybrid/zero2 runs
+`checkpoint_problem` tells a damaged checkpoint from a good one without loading its weights.
 """
 
 from __future__ import annotations
