@@ -202,7 +202,7 @@ def _preflight(cfg, nproc: int, show_all: bool, as_json: bool, force: bool) -> N
     world = max(nproc, int(os.environ.get("WORLD_SIZE", 1)))
     local = max(nproc, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     device = str(resolve_device(cfg.device))
-    buckets, p = plan_training(cfg, world, local, device)
+    buckets, p = plan_training(cfg, world, local, device, estimate_time=show_all)
     main_rank = int(os.environ.get("RANK", 0)) == 0
     if as_json and show_all:
         print_json({"buckets": [vars(b) for b in buckets.buckets], "steps_per_epoch": buckets.steps_per_epoch,

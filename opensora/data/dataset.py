@@ -92,22 +92,19 @@ def read_manifest(path: Path) -> dict:
 
 
 class _Store:
-    """One store's parts, memory-mapped, with numpy views of their list columns."""
+    """One store's verified parts (KeyedStore.scan), memory-mapped, with numpy views of a list column."""
 
     def __init__(self, root: Path, column: str):
-        from opensora.data.store import read_arrow
+        from opensora.data.store import KeyedStore
 
-        self.parts = sorted(Path(root).glob("part-*.arrow"))
-        self.index: dict[str, tuple[int, int]] = {}
+        scan = KeyedStore(root).scan(repair=False)  # a damaged part is left out: its keys show as missing
+        self.index = scan.index
         self.values, self.offsets, self.shapes = [], [], []
-        for p, part in enumerate(self.parts):
-            table = read_arrow(part)
+        for table in scan.tables:
             col = table.column(column).combine_chunks()
             self.values.append(col.values.to_numpy(zero_copy_only=False))
             self.offsets.append(col.offsets.to_numpy())
             self.shapes.append(table.column("shape").to_pylist())
-            for r, key in enumerate(table.column("key").to_pylist()):
-                self.index.setdefault(key, (p, r))
 
     def get(self, key: str) -> np.ndarray:
         p, r = self.index[key]

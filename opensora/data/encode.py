@@ -31,7 +31,7 @@ from opensora.data.dataset import (
     text_features,
     video_features,
 )
-from opensora.data.store import KeyedStore, content_key, file_digest, model_identity, read_arrow, write_arrow
+from opensora.data.store import KeyedStore, content_key, file_digest, model_identity, write_arrow
 from opensora.data.video import RESOLUTIONS, TOO_LONG, DecodeSettings, VideoError, read_video
 from opensora.errors import ConfigError, UserError
 from opensora.fsutil import DirectoryLock, write_json_atomic, write_text_atomic
@@ -296,7 +296,7 @@ def _copy_from(sources: list, wanted: set[str], store: KeyedStore, part_rows: in
                 p, r = scan.index[key]
                 by_part.setdefault(p, []).append(r)
         for p, rows in by_part.items():
-            table = read_arrow(scan.parts[p]).take(rows)
+            table = scan.tables[p].take(rows)
             lists = {n for n in table.column_names if pa.types.is_large_list(table.schema.field(n).type)}
             batch = []
             for r in range(table.num_rows):
@@ -312,12 +312,12 @@ def _copy_from(sources: list, wanted: set[str], store: KeyedStore, part_rows: in
     return copied
 
 
-def _reuse_sources(cfg: EncodeConfig, name: str, features) -> list:
+def _reuse_sources(cfg: EncodeConfig, name: str) -> list:
     sources = []
     for d in cfg.reuse:
         if not (Path(d) / "manifest.json").exists():
             raise UserError(f"--reuse {d}: not an encoded dataset")
-        sources.append(KeyedStore(Path(d) / name, features).scan(repair=False))
+        sources.append(KeyedStore(Path(d) / name).scan(repair=False))
     return sources
 
 
@@ -365,7 +365,7 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     # Text features: reuse, then encode what is missing (each distinct caption once, in batches).
     missing_t = {k for k in tkey.values() if k not in tscan.index}
     summary.texts_reused = len(set(tkey.values())) - len(missing_t)
-    copied = _copy_from(_reuse_sources(cfg, "texts", text_features()), missing_t, tstore, TEXT_PART_ROWS)
+    copied = _copy_from(_reuse_sources(cfg, "texts"), missing_t, tstore, TEXT_PART_ROWS)
     summary.texts_reused += len(copied)
     todo = [c for c, k in tkey.items() if k in missing_t - copied]
     text_spec = manifest.get("text_encoder") if manifest.get("text_identity") == text_id else None
@@ -388,7 +388,7 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     wanted = {k for k in vkeys if k is not None}
     missing_v = {k for k in wanted if k not in vscan.index}
     summary.videos_reused = len(wanted) - len(missing_v)
-    copied = _copy_from(_reuse_sources(cfg, "videos", vstore.features), missing_v, vstore, cfg.shard_size)
+    copied = _copy_from(_reuse_sources(cfg, "videos"), missing_v, vstore, cfg.shard_size)
     summary.videos_reused += len(copied)
     jobs = [(k, paths[k]) for k in dict.fromkeys(vkeys) if k in missing_v - copied]
     pending: list[dict] = []
@@ -428,8 +428,7 @@ def _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore: KeyedStor
             summary: EncodeSummary) -> None:
     """Rows from the captions file and the stores, errors.jsonl, and the pruning of unreferenced parts."""
     vinfo: dict[str, tuple[str, list]] = {}
-    for part in vstore.scan().parts:
-        table = read_arrow(part)
+    for table in vstore.scan().tables:
         for key, error, shape in zip(table.column("key").to_pylist(), table.column("error").to_pylist(),
                                      table.column("shape").to_pylist()):
             vinfo.setdefault(key, (error, shape))
@@ -472,5 +471,4 @@ def _finish(cfg, entries, captions, vkeys, entry_errors, tkey, vstore: KeyedStor
     write_text_atomic(Path(cfg.out) / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in events))
     vstore.prune(used_v)
     tstore.prune(used_t)
-    summary.video_bytes = vstore.scan(repair=False).bytes
-    summary.text_bytes = tstore.scan(repair=False).bytes
+    summary.video_bytes, summary.text_bytes = vstore.bytes(), tstore.bytes()

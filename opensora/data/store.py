@@ -103,6 +103,7 @@ class StoreScan:
     """What a scan found: the good parts, keys to (part, row), and what was removed as damaged."""
 
     parts: list[Path] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)  # memory-mapped, one per good part
     index: dict[str, tuple[int, int]] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)
     bytes: int = 0
@@ -111,8 +112,8 @@ class StoreScan:
 class KeyedStore:
     """One folder of parts keyed by content; parts are only ever added whole or removed whole."""
 
-    def __init__(self, root: Path, features):
-        self.root, self.features = Path(root), features
+    def __init__(self, root: Path, features=None):
+        self.root, self.features = Path(root), features  # features: needed only to append
 
     def _parts(self) -> list[Path]:
         return sorted(self.root.glob("part-*.arrow"))
@@ -129,7 +130,7 @@ class KeyedStore:
             if not meta.with_suffix(".arrow").exists() and repair:
                 meta.unlink(missing_ok=True)  # its part never appeared
         for part in self._parts():
-            problem = self._check(part)
+            problem, table = self._check(part)
             if problem:
                 out.damaged.append(f"{part.name}: {problem}")
                 if repair:
@@ -138,25 +139,33 @@ class KeyedStore:
                 continue
             i = len(out.parts)
             out.parts.append(part)
+            out.tables.append(table)
             out.bytes += part.stat().st_size
-            for r, key in enumerate(read_arrow(part).column("key").to_pylist()):
+            for r, key in enumerate(table.column("key").to_pylist()):
                 out.index.setdefault(key, (i, r))
         return out
 
-    def _check(self, part: Path) -> str | None:
+    def _check(self, part: Path) -> tuple[str | None, pa.Table | None]:
+        """(what is wrong with `part`, or None; its table when it is good), reading it once."""
         meta_path = part.with_suffix(".json")
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
-            return "no readable sidecar"
+            return "no readable sidecar", None
         size = part.stat().st_size
         if size != meta.get("bytes"):
-            return f"{size} bytes on disk, {meta.get('bytes')} written"
+            return f"{size} bytes on disk, {meta.get('bytes')} written", None
         try:
-            rows = read_arrow(part).num_rows
+            table = read_arrow(part)
         except (pa.ArrowInvalid, OSError) as e:
-            return f"unreadable ({e})"
-        return None if rows == meta.get("rows") else f"{rows} rows, {meta.get('rows')} written"
+            return f"unreadable ({e})", None
+        if table.num_rows != meta.get("rows"):
+            return f"{table.num_rows} rows, {meta.get('rows')} written", None
+        return None, table
+
+    def bytes(self) -> int:
+        """Bytes of the parts on disk (without verifying them)."""
+        return sum(p.stat().st_size for p in self._parts())
 
     def append(self, rows: list[dict]) -> Path:
         """Write `rows` as a new part (sidecar first, then the part appears by rename)."""

@@ -104,15 +104,11 @@ def plan_buckets(shapes: list[tuple], thw_axes: tuple[int, int, int], patch: tup
     return plan
 
 
-def plan_dataset(data_path, model: str, temporal_patch: int, batch_size: int, dp_size: int,
+def plan_dataset(data, patch: tuple[int, int, int], batch_size: int, dp_size: int,
                  max_tokens: int | None = None) -> BucketPlan:
-    """`plan_buckets` for a dataset on disk and a model preset (the check `train` runs before starting)."""
+    """`plan_buckets` for an EncodedDataset: the check `train` runs before starting, and the trainer's plan."""
     from opensora.compression import THW_AXES
-    from opensora.data.dataset import EncodedDataset
-    from opensora.models.presets import model_config
 
-    data = EncodedDataset(data_path)
-    patch = model_config(model, temporal_patch)["patch_size"]
     if batch_size % dp_size:
         raise UserError(f"--batch-size {batch_size} is not divisible by the data-parallel size {dp_size}")
     return plan_buckets([data.latent_shape(i) for i in range(len(data))], THW_AXES[data.manifest["compression"]["name"]],

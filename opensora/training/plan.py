@@ -179,16 +179,21 @@ class TrainPlan:
         return self.memory.total() <= self.available
 
 
-def plan_training(cfg, world_size: int, local_ranks: int, device: str):
-    """(buckets, TrainPlan) for a TrainConfig on `world_size` ranks, `local_ranks` of them on this machine."""
-    from opensora.data.dataset import read_manifest
-    from opensora.models.presets import SIZES, DiT_models
+def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_time: bool = False):
+    """(buckets, TrainPlan) for a TrainConfig on `world_size` ranks, `local_ranks` of them on this machine.
+
+    `estimate_time` measures this device's matmul rate (a fraction of a second) for the time per step.
+    """
+    from opensora.data.dataset import EncodedDataset
+    from opensora.models.presets import SIZES, DiT_models, model_config
     from opensora.training.data import plan_dataset
 
     sp = 1 if cfg.sp == "none" else (cfg.sp_size or world_size)
     dp = max(1, world_size // sp)
-    buckets = plan_dataset(cfg.data, cfg.model, cfg.temporal_patch, cfg.batch_size, dp, cfg.max_tokens_per_batch)
-    manifest = read_manifest(cfg.data)
+    data = EncodedDataset(cfg.data)
+    buckets = plan_dataset(data, model_config(cfg.model, cfg.temporal_patch)["patch_size"], cfg.batch_size, dp,
+                           cfg.max_tokens_per_batch)
+    manifest = data.manifest
     text = manifest["text_encoder"]
     cost = model_cost(cfg.model, manifest["latent_channels"], cfg.condition, text["dim"], text["max_length"],
                       cfg.temporal_patch)
@@ -202,10 +207,9 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str):
     avail = available_memory(device)
     if not device.startswith("cuda"):
         avail //= max(1, local_ranks)  # ranks of one machine share its RAM
-    rate = matmul_flops_per_s(device, precision)
     step_flops = cost.flops_per_sample(heaviest.tokens) * heaviest.batch / sp
-    plan = TrainPlan(cost, mem, avail, device, dp, sp, heaviest.batch, heaviest.tokens, step_flops,
-                     step_flops / (0.5 * rate) if rate else None)
+    seconds = step_flops / (0.5 * matmul_flops_per_s(device, precision)) if estimate_time else None
+    plan = TrainPlan(cost, mem, avail, device, dp, sp, heaviest.batch, heaviest.tokens, step_flops, seconds)
     if not plan.fits:
         fixes = []
         if not cfg.grad_checkpoint and memory(ckpt=True).total() <= avail:

@@ -25,7 +25,7 @@ from opensora.fsutil import DirectoryLock, share_tree
 from opensora.parallel.dims import ParallelDims
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 from opensora.training.config import TrainConfig, data_identity, resume_differences
-from opensora.training.data import DataPosition, crop_to_patch, make_loader, plan_buckets
+from opensora.training.data import DataPosition, crop_to_patch, make_loader, plan_dataset
 from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
 from opensora.training.plugins import check_plugin, keeps_masters, make_plugin, optimizer_clips
 from opensora.training.precision import (
@@ -123,7 +123,6 @@ class Trainer:
         if cfg.batch_size % self.dims.dp_size:
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the data-parallel size "
                             f"{self.dims.dp_size} (world {self.env.world_size} / sp {cfg.sp_size})")
-        self.per_rank_batch = cfg.batch_size // self.dims.dp_size
         self.dtype = resolve_dtype(cfg.precision, self.env.device)
         self.precision = PRECISION_NAMES[self.dtype]
         check_plugin(cfg.plugin, self.precision, self.env.device)  # before any data or model is loaded
@@ -173,12 +172,8 @@ class Trainer:
                                  text["max_length"], cfg.temporal_patch)
             ema = copy.deepcopy(model)
         self._check_compatible(model, manifest)
-        from opensora.compression import THW_AXES
-
         self.patch = tuple(model.patch_size)
-        self.plan = plan_buckets([self.data.latent_shape(i) for i in range(len(self.data))],
-                                 THW_AXES[manifest["compression"]["name"]], self.patch, self.per_rank_batch,
-                                 self.dims.dp_size, cfg.max_tokens_per_batch, self.data.files)
+        self.plan = plan_dataset(self.data, self.patch, cfg.batch_size, self.dims.dp_size, cfg.max_tokens_per_batch)
         self.global_batch_of = self.plan.global_batch_of()
         if cfg.grad_checkpoint:
             model.enable_gradient_checkpointing()
