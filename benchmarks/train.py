@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_time, print_table  # noqa: E402
 from opensora.data.dataset import EncodedDataset  # noqa: E402
-from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler  # noqa: E402
+from opensora.diffusion.ddpm import DiffusionConfig, diffusion_loss, train_scheduler  # noqa: E402
 from opensora.models.presets import create_model  # noqa: E402
-from opensora.training.distributed import share_cpu_threads  # noqa: E402
+from opensora.parallel.distributed import share_cpu_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,9 +52,9 @@ def _bare(rank, world, port, model_name, data, batch, steps, out):
     os.environ["LOCAL_WORLD_SIZE"] = str(world)
     share_cpu_threads()  # the same per-process thread share `opensora train` uses
     ds = EncodedDataset(data)
-    from opensora.training.data import collate
+    from opensora.training.data import stack_batch
 
-    b = collate([ds[i % len(ds)] for i in range(batch // world)])
+    b = stack_batch([ds[i % len(ds)] for i in range(batch // world)])
     torch.manual_seed(0)
     meta = ds.manifest["text_encoder"]
     model = create_model(model_name, 3, "cross-attn", meta["dim"], meta["max_length"])

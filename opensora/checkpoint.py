@@ -142,17 +142,6 @@ def describe_checkpoint(path: Path) -> dict:
     }
 
 
-def newest_checkpoint(*runs_dirs: Path) -> Path | None:
-    """The newest checkpoint of the newest run under any of `runs_dirs` (None if there is none)."""
-    runs = [r for d in map(Path, runs_dirs) if d.is_dir() for r in d.iterdir() if r.is_dir()]
-    runs.sort(key=lambda r: r.stat().st_mtime, reverse=True)
-    for run in runs:
-        ckpts = checkpoints_of(run)
-        if ckpts:
-            return ckpts[-1]
-    return None
-
-
 def checkpoints_of(run: Path) -> list[Path]:
     """A run's complete checkpoints, oldest first (ckpt-NNNNNNN, ordered by step)."""
     found = [p for p in Path(run).glob("ckpt-*") if p.is_dir() and is_checkpoint(p)]

@@ -13,18 +13,24 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opensora.data.shapes import HELD_OUT, WorldConfig, caption, generate_world, judge_video
+from opensora.data.world import HELD_OUT, WorldConfig, caption, generate_world, judge_video
+from opensora.errors import collect
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
+from opensora.schema import field_problems, setting
 
 DEMO_SIZES = ((16, 16), (16, 24), (24, 16))  # small enough to learn in minutes on two CPU cores
 
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo; the defaults fit in about ten minutes on two CPU cores."""
+    """Sizes of the demo; the defaults fit in about ten minutes on two CPU cores (--quick: a minute)."""
 
-    out: Path
-    steps: int = 5000
+    out: Path | None = setting(None, "Demo directory.", shown="HOME/demo, or HOME/demo-quick with --quick")
+    steps: int | None = setting(None, "Training steps.", ge=1, shown="5000, or 30 with --quick")
+    samples_per_prompt: int | None = setting(None, "Videos per held-out prompt.", flag="--samples", ge=1,
+                                             shown="3, or 1 with --quick")
+    quick: bool = setting(False, "A tiny run (a minute): checks the pipeline, learns little.")
+    seed: int = setting(0, "Seed of the world, training and sampling.", ge=0)
     model: str = "DiT/T-4"
     temporal_patch: int = 2
     condition: str = "adaln"  # global colour and motion are what adaLN modulation carries best
@@ -33,15 +39,28 @@ class DemoConfig:
     lr: float = 2e-3
     lr_schedule: str = "constant"
     ema_decay: float = 0.995
-    samples_per_prompt: int = 3
-    sample_steps: int = 25
+    sample_steps: int | None = None  # 25, or 5 with --quick
     cfg_scale: float = 4.0
     height: int = 16
     width: int = 16
     frames: int = 8
-    seed: int = 0
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(sizes=DEMO_SIZES))
+    world: WorldConfig | None = None  # the shapes world of `seed` (fewer clips with --quick)
     num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            self.steps = 30 if self.quick else 5000
+        if self.samples_per_prompt is None:
+            self.samples_per_prompt = 1 if self.quick else 3
+        if self.sample_steps is None:
+            self.sample_steps = 5 if self.quick else 25
+        if self.world is None:
+            small = {"videos_per_combo": 2, "test_videos_per_combo": 1} if self.quick else {}
+            self.world = WorldConfig(seed=self.seed, sizes=DEMO_SIZES, **small)
+
+    def validate(self) -> None:
+        """Raise one ConfigError listing every bad value."""
+        collect(field_problems(self))
 
 
 @dataclass
@@ -73,7 +92,7 @@ def _slug(text: str) -> str:
 
 STAGES = ("world", "collated", "text-encoder", "dataset", "run", "samples")
 # What the stages are built from; sampling-only settings may change between reruns.
-_NOT_RECORDED = ("out", "num_workers", "samples_per_prompt", "sample_steps", "cfg_scale")
+_NOT_RECORDED = ("out", "quick", "num_workers", "samples_per_prompt", "sample_steps", "cfg_scale")
 
 
 def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
@@ -103,15 +122,16 @@ def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
 
 def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     """Run every stage into cfg.out (rerunning continues: finished stages are reused)."""
+    cfg.validate()
     import time
 
     from opensora.data.collate import collate_msrvtt
     from opensora.data.encode import EncodeConfig, encode_dataset
     from opensora.data.video import read_video
+    from opensora.parallel.distributed import shutdown
     from opensora.sampling.sample import SampleConfig, sample_videos
     from opensora.text.clip import build_tiny_clip_text_encoder
     from opensora.training.config import TrainConfig
-    from opensora.training.distributed import shutdown
     from opensora.training.trainer import train
 
     out = Path(cfg.out)

@@ -12,27 +12,27 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}  # and back (Colossal-AI's names too)
 
 
-def resolve_device(name: str, option: str = "--device") -> torch.device:
+def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; a CUDA request without CUDA is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{option} {name}: no CUDA device is available here; use {option} cpu")
+        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UserError(f"{option} {name!r} is not a device; use cpu, cuda or cuda:N") from None
+        raise UserError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
 
 
-def resolve_dtype(name: str, device: torch.device, option: str = "--precision") -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> bf16 on CUDA, fp32 on CPU; otherwise fp32 | bf16 | fp16."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise UserError(f"{option} {name!r} is not one of auto, {', '.join(DTYPES)}")
+        raise UserError(f"--precision {name!r} is not one of auto, {', '.join(DTYPES)}")
     if DTYPES[name] is torch.bfloat16 and device.type == "cpu" and not cpu_bf16_is_fast():
-        warnings.warn(f"{option} bf16: torch has no fast bf16 matmul for this CPU (on x86 it needs AVX-512 "
-                      f"or AVX-NE-CONVERT), so bf16 runs many times slower than fp32 here; use {option} fp32",
+        warnings.warn("--precision bf16: torch has no fast bf16 matmul for this CPU (on x86 it needs AVX-512 "
+                      "or AVX-NE-CONVERT), so bf16 runs many times slower than fp32 here; use --precision fp32",
                       OpenSoraWarning, stacklevel=2)
     return DTYPES[name]
 

@@ -59,7 +59,7 @@ def _torch() -> list[Check]:
 
 
 def _colossalai() -> Check:
-    from opensora.training.distributed import quiet
+    from opensora.parallel.distributed import quiet
 
     try:
         with quiet():

@@ -33,7 +33,10 @@ def describe_run(run: Path) -> dict | None:
     if not isinstance(config, dict) or "run_dir" not in config or "model" not in config:
         return None  # some other config.json (a model directory beside the run, say)
     ckpts = checkpoints_of(run)
-    last = _last_metrics(run / "metrics.jsonl") or {}
+    from opensora.training.metrics import read_summary
+
+    done = read_summary(run)  # a finished run's own summary; a run in progress has only its metrics
+    last = {"step": done["steps"], "loss": done["last_loss"]} if done else _last_metrics(run / "metrics.jsonl") or {}
     return {
         "run": str(run), "model": config.get("model"), "condition": config.get("condition"),
         "steps": last.get("step", 0), "target_steps": config.get("steps"), "last_loss": last.get("loss"),
@@ -42,8 +45,27 @@ def describe_run(run: Path) -> dict | None:
     }
 
 
+def run_dirs(*runs_dirs: Path) -> list[Path]:
+    """The directories under any of `runs_dirs`, most recently modified first."""
+    found = [r for d in map(Path, runs_dirs) if d.is_dir() for r in d.iterdir() if r.is_dir()]
+    return sorted(found, key=lambda r: r.stat().st_mtime, reverse=True)
+
+
+def newest_run(*runs_dirs: Path) -> Path | None:
+    """The most recently modified run directory under any of `runs_dirs`."""
+    runs = run_dirs(*runs_dirs)
+    return runs[0] if runs else None
+
+
+def newest_checkpoint(*runs_dirs: Path) -> Path | None:
+    """The newest checkpoint of the newest run (that has one) under any of `runs_dirs`."""
+    for run in run_dirs(*runs_dirs):
+        ckpts = checkpoints_of(run)
+        if ckpts:
+            return ckpts[-1]
+    return None
+
+
 def list_runs(*runs_dirs: Path) -> list[dict]:
     """Every run under any of `runs_dirs`, newest first."""
-    dirs = [p for d in map(Path, runs_dirs) if d.is_dir() for p in d.iterdir() if p.is_dir()]
-    found = [d for d in map(describe_run, dirs) if d is not None]
-    return sorted(found, key=lambda d: Path(d["run"]).stat().st_mtime, reverse=True)
+    return [d for d in map(describe_run, run_dirs(*runs_dirs)) if d is not None]

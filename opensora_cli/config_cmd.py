@@ -8,7 +8,7 @@ import typer
 
 from opensora_cli import choices
 from opensora_cli.render import console, print_json, table
-from opensora_cli.settings import SCHEMA, Settings, config_path, set_value, unset_value
+from opensora_cli.settings import Settings, config_path, schema, set_value, unset_value
 
 app = typer.Typer(help="See and edit user defaults (config file < OPENSORA_* env < flags).", no_args_is_help=True)
 
@@ -32,7 +32,7 @@ def show(
     [bold]Example[/bold]: opensora config show --json
     """
     s: Settings = ctx.obj
-    rows = [(k, s.get(k), s.source(k)) for k in SCHEMA]
+    rows = [(k, s.get(k), s.source(k)) for k in schema()]
     if as_json:
         print_json({"file": str(s.file), "values": {k: v for k, v, _ in rows}, "home": str(s.home)})
         return
@@ -69,5 +69,5 @@ def keys() -> None:
 
     [bold]Example[/bold]: opensora config keys
     """
-    console.print(table("config keys", [(k, t.__name__, d, h) for k, (t, d, h) in SCHEMA.items()],
-                        ("key", "type", "default", "meaning")))
+    rows = [(k, key.type.__name__, key.shown_default, key.flag, key.help) for k, key in schema().items()]
+    console.print(table("config keys", rows, ("key", "type", "default", "flag", "meaning")))

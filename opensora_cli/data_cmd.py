@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -10,27 +9,27 @@ import typer
 from rich.markup import escape
 
 from opensora.data.collate import collate_msrvtt
-from opensora.data.download import MSRVTT_URL, download_dataset, remove_partial
+from opensora.data.download import download_dataset, remove_partial
 from opensora.errors import UserError
-from opensora_cli import choices
+from opensora_cli.options import SettingsCommand
 from opensora_cli.render import console, next_line, progress_bars, table
-from opensora_cli.settings import Settings, default_help
+from opensora_cli.settings import Settings, build_config
 
 app = typer.Typer(help="Download, collate and encode video datasets.", no_args_is_help=True)
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
 def download(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="msrvtt (download) or shapes (generated offline).")] = "msrvtt",
-    dest: Annotated[Path | None, typer.Option("--dest", "--out", "-o", help="Directory to download and extract into.")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="Archive URL (zip or tar).")] = None,
-    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected SHA-256 of the archive.")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Expected archive size in bytes.")] = None,
+    dest: Annotated[Path | None, typer.Option("--dest", "--out", "-o")] = None,
+    url: Annotated[str | None, typer.Option("--url")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256")] = None,
+    size: Annotated[int | None, typer.Option("--size")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if complete.")] = False,
-    stall_timeout: Annotated[float, typer.Option("--stall-timeout", help="Stop (resumable) when under 1 KiB arrives in this many seconds.")] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", help="shapes: seed of the generated world.")] = 0,
-    videos_per_combo: Annotated[int, typer.Option("--videos-per-combo", help="shapes: clips per colour x shape x direction.")] = 6,
+    stall_timeout: Annotated[float | None, typer.Option("--stall-timeout")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    videos_per_combo: Annotated[int | None, typer.Option("--videos-per-combo")] = None,
 ) -> None:
     """Download MSR-VTT (resumable, checksummed) and extract it safely, or generate the shapes world.
 
@@ -42,29 +41,28 @@ def download(
       opensora data download --dest ~/data/msrvtt
       opensora data download shapes --dest ~/data/shapes
     """
+    from opensora.data.config import DATASETS
+
     s: Settings = ctx.obj
-    if not math.isfinite(stall_timeout) or stall_timeout <= 0:
-        raise UserError(f"--stall-timeout {stall_timeout} must be a finite number of seconds > 0")
-    for opt, value, low in (("--size", size, 1), ("--videos-per-combo", videos_per_combo, 1), ("--seed", seed, 0)):
-        if value is not None and value < low:
-            raise UserError(f"{opt} {value} must be at least {low}")
-    if dataset not in ("msrvtt", "shapes"):
-        raise UserError(f"unknown dataset {dataset!r}; choose msrvtt or shapes")
-    dest = dest or s.home / "downloads" / dataset
+    cfg = build_config(s, "download", ctx.params)
+    cfg.validate()
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose {' or '.join(DATASETS)}")
+    dest = cfg.dest or s.home / "downloads" / dataset
     if dataset == "shapes":
-        from opensora.data.shapes import WorldConfig, generate_world
+        from opensora.data.world import WorldConfig, generate_world
 
         with progress_bars() as progress:
-            w = generate_world(dest, WorldConfig(seed=seed, videos_per_combo=videos_per_combo), progress)
+            w = generate_world(dest, WorldConfig(seed=cfg.seed, videos_per_combo=cfg.videos_per_combo), progress)
         console.print(f"generated {w.videos} videos, {w.captions} captions in {w.root}")
         console.print(f"held out of training (split test): {', '.join(w.held_out)}")
         next_line(f"opensora data collate -d {dest}")
         return
-    url = s.get("download.url", url) or MSRVTT_URL
     if force:
         remove_partial(dest)
     with progress_bars() as progress:
-        r = download_dataset(dest, url=url, sha256=sha256, size=size, progress=progress, stall_seconds=stall_timeout)
+        r = download_dataset(dest, url=cfg.url, sha256=cfg.sha256, size=cfg.size, progress=progress,
+                             stall_seconds=cfg.stall_timeout)
     if r.skipped:
         console.print(f"already complete: {r.dest} ({r.bytes:,} bytes, sha256 {r.sha256[:16]}…)")
     else:
@@ -74,21 +72,20 @@ def download(
     next_line(f"opensora data collate -d {r.dest}")
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
 def collate(
     ctx: typer.Context,
-    dataset_dir: Annotated[
-        Path | None, typer.Option("--dataset-dir", "-d", help="Extracted MSR-VTT directory.")
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory for the splits.")] = None,
+    dataset_dir: Annotated[Path | None, typer.Option("--dataset-dir", "-d")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
 ) -> None:
     """Turn MSR-VTT's official layout into OUT/{train,val,test}/annotations.json + videos/.
 
     [bold]Example[/bold]: opensora data collate -d ~/data/msrvtt -o ~/data/msrvtt-collated
     """
     s: Settings = ctx.obj
-    dataset_dir = dataset_dir or s.home / "downloads" / "msrvtt"
-    out = out or s.home / "collated" / "msrvtt"
+    cfg = build_config(s, "collate", ctx.params)
+    dataset_dir = cfg.dataset_dir or s.home / "downloads" / "msrvtt"
+    out = cfg.out or s.home / "collated" / "msrvtt"
     with progress_bars() as progress:
         r = collate_msrvtt(dataset_dir, out, progress=progress)
     rows = [(split, r.videos[split], r.captions[split]) for split in sorted(r.videos)]
@@ -104,41 +101,29 @@ def collate(
     next_line(f"opensora data encode -c {r.out / first / 'annotations.json'} -v {r.out / first / 'videos'}")
 
 
-def _parse_size(size: str | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    try:
-        h, w = (int(x) for x in size.lower().split("x"))
-        if h > 0 and w > 0:
-            return h, w
-    except ValueError:
-        pass
-    raise UserError(f"--size {size!r} must be HEIGHTxWIDTH, e.g. 256x256")
-
-
-@app.command()
+@app.command(cls=SettingsCommand)
 def encode(
     ctx: typer.Context,
-    captions: Annotated[Path, typer.Option("--captions", "-c", help="Captions file: JSON list or JSONL of {file, captions}, or CSV with a header.")],
-    videos: Annotated[Path, typer.Option("--videos", "-v", help="Directory holding the videos named in the captions.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset directory \\[default: HOME/datasets/NAME].")] = None,
-    compression: Annotated[str | None, typer.Option("--compression", autocompletion=choices.complete_compression, help="raw | vqvae | sdvae." + default_help("encode.compression"))] = None,
-    vae: Annotated[str | None, typer.Option("--vae", help="VAE/VQ-VAE hub id or local directory." + default_help("encode.vae"))] = None,
-    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="CLIP hub id or local directory." + default_help("encode.text_encoder"))] = None,
-    fps: Annotated[float | None, typer.Option("--fps", help="Resample to this rate: each output time gets the frame shown then" + default_help("encode.fps"))] = None,
-    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Clip limit in seconds (see --too-long)." + default_help("encode.max_seconds"))] = None,
-    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Clip limit in output frames (see --too-long)." + default_help("encode.max_frames"))] = None,
-    too_long: Annotated[str, typer.Option("--too-long", autocompletion=choices.complete_too_long, help="A video over the clip limit: skip it, keep its first frames, or a center window.")] = "skip",
-    resolution: Annotated[str | None, typer.Option("--resolution", autocompletion=choices.complete_resolution, help="Resize keeping the aspect ratio into an aspect-ratio bucket of this area: 144p | 240p | 360p | 480p | 720p | 1080p.")] = None,
-    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Like --resolution, with the area in pixels.")] = None,
-    size: Annotated[str | None, typer.Option("--size", help="Resize to exactly HEIGHTxWIDTH, ignoring the aspect ratio \\[default: keep as is].")] = None,
-    file_column: Annotated[str | None, typer.Option("--file-column", help="CSV: the column naming the video \\[default: file, video, path or videoid].")] = None,
-    caption_column: Annotated[str | None, typer.Option("--caption-column", help="CSV: the caption column \\[default: caption, text or name].")] = None,
-    reuse: Annotated[list[Path] | None, typer.Option("--reuse", help="Another encoded dataset whose stored latents and text features may be copied (repeatable).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto." + default_help("encode.device"))] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per VAE batch." + default_help("encode.batch_size"))] = None,
-    num_workers: Annotated[int | None, typer.Option("--num-workers", help="Decoding processes beside the encoder." + default_help("encode.num_workers"))] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Videos per stored part (the unit of resumption).")] = 32,
+    captions: Annotated[Path | None, typer.Option("--captions", "-c")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", "-v")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    compression: Annotated[str | None, typer.Option("--compression")] = None,
+    vae: Annotated[str | None, typer.Option("--vae")] = None,
+    text_encoder: Annotated[str | None, typer.Option("--text-encoder")] = None,
+    fps: Annotated[float | None, typer.Option("--fps")] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames")] = None,
+    too_long: Annotated[str | None, typer.Option("--too-long")] = None,
+    resolution: Annotated[str | None, typer.Option("--resolution")] = None,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels")] = None,
+    size: Annotated[str | None, typer.Option("--size")] = None,
+    file_column: Annotated[str | None, typer.Option("--file-column")] = None,
+    caption_column: Annotated[str | None, typer.Option("--caption-column")] = None,
+    reuse: Annotated[list[Path] | None, typer.Option("--reuse")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers")] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete OUT and start over.")] = False,
 ) -> None:
     """Encode videos + captions into a dataset: each video latent and each caption's features stored once.
@@ -157,25 +142,14 @@ def encode(
       opensora data encode -c captions.json -v videos/ -o out/
       opensora data encode -c webvid.csv -v videos/ -o out/ --resolution 240p --fps 8 --max-frames 16 --too-long center
     """
-    from opensora.data.encode import EncodeConfig, encode_dataset
-    from opensora.devices import resolve_device
+    from opensora.data.encode import encode_dataset
 
     s: Settings = ctx.obj
-    comp = s.get("encode.compression", compression)
-    if out is None:
-        name = f"{captions.resolve().parent.name or 'dataset'}-{comp}"
-        out = s.home / "datasets" / name
-        console.print(f"output: {out} (default under HOME/datasets; pass -o to choose)")
-    cfg = EncodeConfig(
-        captions=captions, videos=videos, out=out, compression=comp, vae=s.get("encode.vae", vae),
-        text_encoder=s.get("encode.text_encoder", text_encoder), fps=s.get("encode.fps", fps),
-        max_seconds=s.get("encode.max_seconds", max_seconds), max_frames=s.get("encode.max_frames", max_frames),
-        too_long=too_long, size=_parse_size(size), resolution=resolution, max_pixels=max_pixels,
-        device=str(resolve_device(s.get("encode.device", device))),
-        batch_size=s.get("encode.batch_size", batch_size), num_workers=s.get("encode.num_workers", num_workers),
-        shard_size=shard_size, overwrite=overwrite, file_column=file_column, caption_column=caption_column,
-        reuse=tuple(reuse or ()),
-    )
+    cfg = build_config(s, "encode", ctx.params, overwrite=overwrite)
+    cfg.validate()
+    if cfg.out is None:
+        cfg.out = s.home / "datasets" / f"{Path(cfg.captions).resolve().parent.name or 'dataset'}-{cfg.compression}"
+        console.print(f"output: {cfg.out} (default under HOME/datasets; pass -o to choose)")
     with progress_bars() as progress:
         r = encode_dataset(cfg, progress=progress)
     rows = [("pairs", r.pairs), ("rows written", r.written), ("filtered (too long/small)", r.filtered),

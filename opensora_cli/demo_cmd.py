@@ -8,18 +8,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from opensora.errors import UserError
 from opensora_cli.render import console, progress_bars, table
-from opensora_cli.settings import Settings
+from opensora_cli.settings import Settings, build_config
 
 
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Demo directory \\[default: HOME/demo, or HOME/demo-quick with --quick].")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Training steps \\[default: the demo's own].")] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Videos per held-out prompt.")] = 3,
-    quick: Annotated[bool, typer.Option("--quick", help="A tiny run (a minute): checks the pipeline, learns little.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the world, training and sampling.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    steps: Annotated[int | None, typer.Option("--steps")] = None,
+    samples_per_prompt: Annotated[int | None, typer.Option("--samples")] = None,
+    quick: Annotated[bool | None, typer.Option("--quick/--full")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
 ) -> None:
     """Generate a video world, encode it, train a small DiT, sample held-out prompts, judge them.
 
@@ -31,20 +30,12 @@ def demo(
       opensora demo
       opensora demo --quick --out /tmp/demo
     """
-    from opensora.data.shapes import WorldConfig
-    from opensora.demo import DEMO_SIZES, DemoConfig, run_demo
+    from opensora.demo import run_demo
 
     s: Settings = ctx.obj
-    for opt, value, low in (("--steps", steps, 1), ("--samples", samples, 1), ("--seed", seed, 0)):
-        if value is not None and value < low:
-            raise UserError(f"{opt} {value} must be at least {low}")
-    out = out or s.home / ("demo-quick" if quick else "demo")  # a quick run never feeds a full one
-    cfg = DemoConfig(out=out, seed=seed, samples_per_prompt=samples, world=WorldConfig(seed=seed, sizes=DEMO_SIZES))
-    if quick:
-        cfg.steps, cfg.sample_steps, cfg.samples_per_prompt = 30, 5, 1
-        cfg.world = WorldConfig(seed=seed, videos_per_combo=2, test_videos_per_combo=1, sizes=cfg.world.sizes)
-    if steps is not None:
-        cfg.steps = steps
+    cfg = build_config(s, "demo", ctx.params)
+    cfg.validate()
+    out = cfg.out = cfg.out or s.home / ("demo-quick" if cfg.quick else "demo")  # a quick run never feeds a full one
     console.print(f"demo directory: {out}")
     with progress_bars() as progress:
         r = run_demo(cfg, progress)

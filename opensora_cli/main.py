@@ -23,6 +23,7 @@ from opensora_cli import (
     sample_cmd,
     train_cmd,
 )
+from opensora_cli.options import SettingsCommand
 from opensora_cli.render import error_line, warning_line
 from opensora_cli.settings import Settings
 
@@ -37,9 +38,9 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("inspect")(inspect_cmd.inspect)
-app.command("train")(train_cmd.train)
-app.command("sample")(sample_cmd.sample)
-app.command("demo")(demo_cmd.demo)
+app.command("train", cls=SettingsCommand)(train_cmd.train)
+app.command("sample", cls=SettingsCommand)(sample_cmd.sample)
+app.command("demo", cls=SettingsCommand)(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("runs")(runs_cmd.runs)
 
@@ -57,7 +58,8 @@ def main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", envvar="OPENSORA_DEBUG", help="Show full tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="OPENSORA_DEBUG", expose_value=False,
+                                        help="Show full tracebacks (read by `main` before parsing).")] = False,
 ) -> None:
     """[bold]opensora[/bold]: data -> encode -> train -> sample, on one CPU or many GPUs.
 
@@ -87,6 +89,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 @contextmanager

@@ -24,14 +24,18 @@ def without_option(argv: list[str], option: str) -> list[str]:
 def relaunch(nproc: int, replace: dict[str, str]) -> None:
     """Run this command again on `nproc` local processes, without --nproc and with `replace` set."""
     import os
+    import sys
 
-    from opensora.training.launch import launch_local
+    from opensora.parallel.launch import launch_local
 
     argv = list(CURRENT_ARGV)
     for option in ("--nproc", *replace):
         argv = without_option(argv, option)
+    # `python -c` puts the current directory first on the import path: run from the parent of a clone
+    # (which holds a folder named opensora/), workers would import that folder instead of the package.
+    code = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; from opensora_cli.main import run; run()"
     os.environ[NPROC_CHILD] = "1"  # inherited by the workers
     try:
-        launch_local(nproc, [*argv, *(x for kv in replace.items() for x in kv)])
+        launch_local(nproc, [sys.executable, "-c", code, *argv, *(x for kv in replace.items() for x in kv)])
     finally:
         del os.environ[NPROC_CHILD]

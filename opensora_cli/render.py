@@ -67,7 +67,7 @@ def _plain_progress(every_s: float) -> ProgressFn:
 
 
 @contextmanager
-def progress_bars(transient: bool = False) -> Iterator[ProgressFn]:
+def progress_bars() -> Iterator[ProgressFn]:
     """Yield a ProgressFn that draws one rich bar per task name (on stderr), or plain lines in a pipe."""
     if not err_console.is_terminal:  # rich would draw each bar once, at the end
         yield _plain_progress(PLAIN_EVERY_S)
@@ -86,7 +86,7 @@ def progress_bars(transient: bool = False) -> Iterator[ProgressFn]:
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=err_console,
-                transient=transient,
+                transient=False,
             )
             p.start()
             started.append(p)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,87 +14,90 @@ import platformdirs
 import tomli_w
 
 from opensora.errors import ConfigError, UserError
-from opensora.training.plugins import PLUGINS
+from opensora.registry import resolve
+from opensora.schema import base_type, default_of, flag_of, setting, settings_of, value_problem
 
-# Every key the config file may hold: (type, built-in default, help). Keys are "section.name";
-# the environment variable is OPENSORA_SECTION_NAME.
-SCHEMA: dict[str, tuple[type, Any, str]] = {
-    "paths.home": (str, None, "where downloads, datasets and runs go (default: the platform data dir)"),
-    "download.url": (str, None, "archive URL for `data download` (default: the public MSR-VTT zip)"),
-    "encode.compression": (str, "raw", "raw | vqvae | sdvae"),
-    "encode.vae": (str, None, "VAE hub id or local directory"),
-    "encode.text_encoder": (str, "openai/clip-vit-base-patch32", "CLIP hub id or local directory"),
-    "encode.fps": (float, None, "frames per second to sample (default: the video's own)"),
-    "encode.max_seconds": (float, 20.0, "skip videos longer than this"),
-    "encode.max_frames": (int, None, "skip videos with more frames than this"),
-    "encode.batch_size": (int, 16, "frames per VAE batch"),
-    "encode.device": (str, "auto", "cpu | cuda | auto"),
-    "encode.num_workers": (int, 2, "decoding processes running beside the encoder"),
-    "train.model": (str, "DiT/S-2", "model preset, e.g. DiT/XL-2"),
-    "train.condition": (str, "cross-attn", "adaln | cross-attn | token-concat"),
-    "train.plugin": (str, "hybrid", " | ".join(n for n, p in PLUGINS.items() if not p.refusal)),
-    "train.precision": (str, "auto", "fp32 | bf16 | fp16 | auto"),
-    "train.batch_size": (int, 4, "global batch size"),
-    "train.lr": (float, 1e-4, "peak learning rate"),
-    "train.steps": (int, 1000, "optimizer steps"),
-    "train.ckpt_every": (int, 500, "checkpoint cadence in steps"),
-    "train.keep": (int, 3, "how many checkpoints to keep"),
-    "sample.ckpt": (str, None, "checkpoint to sample from (default: newest of the newest run)"),
-    "sample.steps": (int, 50, "denoising steps"),
-    "sample.sampler": (str, "ddim", "ddim | dpm"),
-    "sample.cfg_scale": (float, 4.0, "classifier-free guidance scale"),
-    "sample.device": (str, "auto", "cpu | cuda | auto"),
+
+@dataclass
+class PathsConfig:
+    """Where the CLI keeps its files (the library is always given paths)."""
+
+    home: str | None = setting(None, "Where downloads, datasets and runs go.", shown="the platform data dir")
+
+
+# Each section of the config file is a config dataclass of the library; its settings are the keys
+# "section.field" and the variables OPENSORA_SECTION_FIELD. Nothing here restates a default.
+SECTIONS = {
+    "paths": "opensora_cli.settings:PathsConfig",
+    "download": "opensora.data.config:DownloadConfig",
+    "collate": "opensora.data.config:CollateConfig",
+    "encode": "opensora.data.config:EncodeConfig",
+    "train": "opensora.training.config:TrainConfig",
+    "sample": "opensora.sampling.config:SampleConfig",
+    "demo": "opensora.demo:DemoConfig",
 }
 
 
-def _choices(key: str) -> tuple[str, ...] | None:
-    """The values a key may take, from the library's registries (imported only when checked)."""
-    if key == "train.model":
-        from opensora.models.presets import DiT_models
+@dataclass(frozen=True)
+class Key:
+    """One setting: its config key, the dataclass field behind it, and what the CLI shows of it."""
 
-        return tuple(DiT_models)
-    if key == "train.condition":
-        from opensora.models.dit import CONDITIONS
+    key: str
+    cls: type
+    field: Field
 
-        return CONDITIONS
-    if key == "encode.compression":
-        from opensora.compression import COMPRESSIONS
+    @property
+    def type(self) -> type:
+        """int, float, str, bool or list."""
+        return base_type(self.cls, self.field)
 
-        return COMPRESSIONS
-    if key == "sample.sampler":
-        from opensora.diffusion.gaussian import SAMPLERS
+    @property
+    def default(self) -> Any:
+        """The built-in default (None when there is none)."""
+        value = default_of(self.field)
+        return None if value is MISSING else value
 
-        return SAMPLERS
-    if key == "train.precision":
-        from opensora.training.config import PRECISIONS
+    @property
+    def help(self) -> str:
+        """The one-line meaning."""
+        return self.field.metadata["help"]
 
-        return PRECISIONS
-    return tuple(PLUGINS) if key == "train.plugin" else None
+    @property
+    def shown_default(self) -> str:
+        """The built-in default as `--help` and `config keys` show it."""
+        shown = self.field.metadata.get("shown")
+        value = self.default
+        if value is None or value == () or (shown and not isinstance(value, (int, float))):
+            return shown or "none"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    @property
+    def flag(self) -> str:
+        """The CLI option that sets it."""
+        return flag_of(self.field)
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return _env_name(self.key)
 
 
-# Numeric keys: (smallest allowed, whether the smallest itself is allowed). NaN and infinities never are.
-_RANGES: dict[str, tuple[float, bool]] = {
-    "encode.fps": (0, False), "encode.max_seconds": (0, False), "encode.max_frames": (1, True),
-    "encode.batch_size": (1, True), "encode.num_workers": (0, True), "train.batch_size": (1, True),
-    "train.lr": (0, False), "train.steps": (1, True), "train.ckpt_every": (1, True), "train.keep": (1, True),
-    "sample.steps": (1, True), "sample.cfg_scale": (0, True),
-}
+@functools.cache
+def schema() -> dict[str, Key]:
+    """Every key the config file may hold, derived from the sections' config dataclasses."""
+    out = {}
+    for section, path in SECTIONS.items():
+        cls = resolve(path)
+        for f in settings_of(cls):
+            out[f"{section}.{f.name}"] = Key(f"{section}.{f.name}", cls, f)
+    return out
 
 
 def check_value(key: str, value: Any, where: str) -> None:
     """Raise a ConfigError if `value` is not one `key` may take (choices, ranges), naming `where` it came from."""
-    import math
-
-    choices = _choices(key)
-    if choices is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError([f"{where}: {key} = {value!r} is not one of {', '.join(choices)}{hint}"])
-    if key in _RANGES and isinstance(value, (int, float)):
-        low, inclusive = _RANGES[key]
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            bound = f">= {low}" if inclusive else f"> {low}"
-            raise ConfigError([f"{where}: {key} = {value!r} must be a finite number {bound}"])
+    problem = value_problem(schema()[key].field, value, f"{where}: {key} =")
+    if problem:
+        raise ConfigError([problem])
 
 
 def config_path() -> Path:
@@ -107,7 +111,13 @@ def _env_name(key: str) -> str:
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
-    typ = SCHEMA[key][0]
+    typ = schema()[key].type
+    if typ is list:
+        if isinstance(value, str):  # an environment variable: comma-separated
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ConfigError([f"{where}: {key} must be a list of strings, got {value!r}"])
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
@@ -151,7 +161,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {path}: {why}; fix or delete it (OPENSORA_CONFIG=/dev/null runs without it)") from None
     values, problems = {}, []
     for key, value in _flatten(data).items():
-        if key not in SCHEMA:
+        if key not in schema():
             problems.append(f"config file {path}: unknown key '{key}' (see `opensora config keys`)")
             continue
         try:
@@ -182,7 +192,7 @@ _OTHER_ENV = {"OPENSORA_CONFIG", "OPENSORA_HOME", "OPENSORA_DEBUG", "OPENSORA_SH
 def read_environment() -> dict[str, Any]:
     """The OPENSORA_SECTION_KEY variables, checked; an unknown OPENSORA_* name is an error, not ignored."""
     values, problems = {}, []
-    known = {_env_name(k): k for k in SCHEMA}
+    known = {_env_name(k): k for k in schema()}
     for name, raw in os.environ.items():
         if not name.startswith("OPENSORA_") or name in _OTHER_ENV:
             continue
@@ -229,7 +239,7 @@ class Settings:
         """The flag if given, else the environment/config value, else the built-in default."""
         if flag is not None:
             return flag
-        return self.values.get(key, SCHEMA[key][1])
+        return self.values.get(key, schema()[key].default)
 
     def source(self, key: str, flag: Any = None) -> str:
         """Where `get` found the value: flag, env, config or default."""
@@ -248,8 +258,8 @@ class Settings:
 
 def set_value(key: str, raw: str) -> tuple[Path, Any]:
     """Validate and store one key in the config file; return (file, stored value)."""
-    if key not in SCHEMA:
-        close = difflib.get_close_matches(key, list(SCHEMA), n=1)
+    if key not in schema():
+        close = difflib.get_close_matches(key, list(schema()), n=1)
         hint = f" (did you mean {close[0]}?)" if close else " (see `opensora config keys`)"
         raise UserError(f"unknown config key '{key}'{hint}")
     path = config_path()
@@ -262,8 +272,8 @@ def set_value(key: str, raw: str) -> tuple[Path, Any]:
 
 def unset_value(key: str) -> tuple[Path, bool]:
     """Remove one key from the config file; (file, whether it was set)."""
-    if key not in SCHEMA:
-        close = difflib.get_close_matches(key, list(SCHEMA), n=1)
+    if key not in schema():
+        close = difflib.get_close_matches(key, list(schema()), n=1)
         hint = f" (did you mean {close[0]}?)" if close else " (see `opensora config keys`)"
         raise UserError(f"unknown config key '{key}'{hint}")
     path = config_path()
@@ -272,10 +282,30 @@ def unset_value(key: str) -> tuple[Path, bool]:
     if was_set:
         write_config(path, values)
     return path, was_set
-    return path
 
 
-def default_help(key: str) -> str:
-    """The `--help` suffix for an option whose default comes from config key `key` (escaped for rich)."""
-    value = SCHEMA[key][1]
-    return f" \\[default: {'none' if value is None else value}; config {key}]"
+def _convert(value: Any, annotation: str) -> Any:
+    """A flag's or config value as the field's type wants it (paths, tuples)."""
+    if value is None:
+        return None
+    if "tuple" in annotation:
+        return tuple(Path(v) if "Path" in annotation else v for v in value)
+    if "Path" in annotation and isinstance(value, str):
+        return Path(value).expanduser()
+    if annotation.startswith("str") and isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def build_config(settings: Settings, section: str, params: dict[str, Any], **given: Any) -> Any:
+    """The section's config: each setting from `params` (the command's flags, None = not given), else the
+    environment or config file, else its default; `given` sets fields the command worked out itself."""
+    cls = resolve(SECTIONS[section])
+    values = {}
+    for f in settings_of(cls):
+        if f.name in given:
+            continue
+        value = settings.get(f"{section}.{f.name}", params.get(f.name))
+        if value is not None or default_of(f) is None:
+            values[f.name] = _convert(value, str(f.type))
+    return cls(**values, **given)

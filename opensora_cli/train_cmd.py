@@ -11,62 +11,44 @@ from typing import Annotated
 import typer
 
 from opensora.errors import Interrupted, UserError
-from opensora.training.plugins import PLUGINS
-from opensora_cli import choices
 from opensora_cli.relaunch import NPROC_CHILD, relaunch
 from opensora_cli.render import console, next_line, print_json, progress_bars, table
-from opensora_cli.settings import Settings, default_help
-
-
-def newest_dataset(home: Path) -> Path | None:
-    """The most recently finished dataset under HOME/datasets."""
-    from opensora.data.dataset import is_complete
-
-    root = home / "datasets"
-    if not root.is_dir():
-        return None
-    done = [d for d in root.iterdir() if is_complete(d)]
-    return max(done, key=lambda d: (d / "manifest.json").stat().st_mtime) if done else None
-
-
-def newest_run(home: Path) -> Path | None:
-    """The most recently modified run directory under HOME/runs."""
-    root = home / "runs"
-    runs = [r for r in root.iterdir() if r.is_dir()] if root.is_dir() else []
-    return max(runs, key=lambda r: r.stat().st_mtime) if runs else None
+from opensora_cli.settings import Settings, build_config
 
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option("--data", "-d", help="Encoded dataset \\[default: the newest under HOME/datasets].")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", autocompletion=choices.complete_model, help="DiT/{T,S,B,L,XL}-{2,4,8}." + default_help("train.model"))] = None,
-    condition: Annotated[str | None, typer.Option("--condition", autocompletion=choices.complete_condition, help="adaln | cross-attn | token-concat." + default_help("train.condition"))] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", autocompletion=choices.complete_plugin, help="Colossal-AI plugin: " + " | ".join(n for n, p in PLUGINS.items() if not p.refusal) + " (zero2: CUDA only)." + default_help("train.plugin"))] = None,
-    precision: Annotated[str | None, typer.Option("--precision", autocompletion=choices.complete_precision, help="auto | fp32 | bf16 | fp16." + default_help("train.precision"))] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Global batch size." + default_help("train.batch_size"))] = None,
-    max_tokens_per_batch: Annotated[int | None, typer.Option("--max-tokens-per-batch", help="Per-rank batch of each latent shape from this token budget (replaces --batch-size): small shapes get big batches.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate." + default_help("train.lr"))] = None,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear learning-rate warm-up.")] = 0,
-    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant | cosine (to 10% at --steps).")] = "constant",
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train to." + default_help("train.steps"))] = None,
-    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps (and at the end)." + default_help("train.ckpt_every"))] = None,
-    keep: Annotated[int | None, typer.Option("--keep", help="Keep the last N checkpoints." + default_help("train.keep"))] = None,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA decay of the weights.")] = 0.9999,
-    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
-    grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute activations per block.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, data order and noise \\[default: 0; a resumed run keeps its own].")] = None,
-    sp: Annotated[str, typer.Option("--sp", autocompletion=choices.complete_sp, help="Sequence parallelism: none | ulysses | fastseq.")] = "none",
-    sp_size: Annotated[int | None, typer.Option("--sp-size", help="Ranks per sequence \\[default: all when --sp is set].")] = None,
-    nproc: Annotated[int, typer.Option("--nproc", help="Start N local processes (torchrun's machinery).")] = 1,
-    num_workers: Annotated[int, typer.Option("--num-workers", help="Data-loading workers per process.")] = 2,
-    prediction: Annotated[str, typer.Option("--prediction", help="epsilon | v_prediction.")] = "epsilon",
-    cfg_dropout: Annotated[float, typer.Option("--cfg-dropout", help="Probability of training on the null text.")] = 0.1,
-    temporal_patch: Annotated[int, typer.Option("--temporal-patch", help="Frames per patch (spatial patch from --model).")] = 1,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory \\[default: HOME/runs/TIME-MODEL].")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="auto (newest checkpoint of the run) or RUN/ckpt-N; options not given are the run's own.")] = None,
-    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start a new run from a checkpoint's model and EMA weights (fresh optimizer and data order).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
-    hang_timeout: Annotated[float, typer.Option("--hang-timeout", help="Several processes: stop the run when a rank makes no progress for this many seconds.")] = 600.0,
+    data: Annotated[Path | None, typer.Option("--data", "-d")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    condition: Annotated[str | None, typer.Option("--condition")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin")] = None,
+    precision: Annotated[str | None, typer.Option("--precision")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    max_tokens_per_batch: Annotated[int | None, typer.Option("--max-tokens-per-batch")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps")] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    steps: Annotated[int | None, typer.Option("--steps")] = None,
+    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every")] = None,
+    keep: Annotated[int | None, typer.Option("--keep")] = None,
+    ema_decay: Annotated[float | None, typer.Option("--ema-decay")] = None,
+    grad_clip: Annotated[float | None, typer.Option("--grad-clip")] = None,
+    grad_checkpoint: Annotated[bool | None, typer.Option("--grad-checkpoint/--no-grad-checkpoint")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    sp: Annotated[str | None, typer.Option("--sp")] = None,
+    sp_size: Annotated[int | None, typer.Option("--sp-size")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers")] = None,
+    prediction_type: Annotated[str | None, typer.Option("--prediction")] = None,
+    cfg_dropout: Annotated[float | None, typer.Option("--cfg-dropout")] = None,
+    temporal_patch: Annotated[int | None, typer.Option("--temporal-patch")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
+    resume: Annotated[str | None, typer.Option("--resume")] = None,
+    init_from: Annotated[Path | None, typer.Option("--init-from")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    pg_timeout: Annotated[float | None, typer.Option("--pg-timeout")] = None,
+    hang_timeout: Annotated[float | None, typer.Option("--hang-timeout")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print buckets, model, layout, predicted memory and time per step; do not train.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --plan: print JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train even when the predicted memory exceeds what is available.")] = False,
@@ -85,59 +67,38 @@ def train(
       opensora train --model DiT/XL-2 --sp ulysses --nproc 8
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m opensora_cli train --model DiT/XL-2
     """
-    from opensora.training.config import TrainConfig
-    from opensora.training.launch import under_torchrun
+    from opensora.data.dataset import newest_dataset
+    from opensora.parallel.launch import under_torchrun
+    from opensora.runs import newest_run
 
     s: Settings = ctx.obj
     worker = under_torchrun()
-    name = s.get("train.model", model)
-    if run_dir is None:
-        if resume == "auto" and newest_run(s.home) is not None:
-            run_dir = newest_run(s.home)
-        else:
-            run_dir = s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.replace('/', '_')}"
+    cfg = build_config(s, "train", ctx.params)  # every bad value is reported before any data is read
+    if cfg.run_dir is None:
+        newest = newest_run(s.home / "runs") if cfg.resume == "auto" else None
+        cfg.run_dir = str(newest or s.home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.replace('/', '_')}")
         if not worker and not plan:
-            console.print(f"run: {run_dir}")
-    saved = _saved_config(resume, run_dir)
-    if data is None and saved.get("data"):
-        data = Path(saved["data"])  # a resumed run keeps its dataset
-    if data is None:
-        data = newest_dataset(s.home)
-        if data is None:
+            console.print(f"run: {cfg.run_dir}")
+    saved = _saved_config(cfg.resume, Path(cfg.run_dir))
+    _inherit(s, ctx.params, cfg, saved)
+    if cfg.data is None:
+        cfg.data = str(newest_dataset(s.home / "datasets") or "")
+        if not cfg.data:
             raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
                             "run `opensora data encode` first or pass --data")
         if not worker and not as_json:
-            console.print(f"data: {data} (the newest encoded dataset; pass --data to choose)")
-    cfg = TrainConfig(  # every bad value is reported before the data is read or a process started
-        data=str(data), run_dir=str(run_dir), model=name, condition=s.get("train.condition", condition),
-        plugin=s.get("train.plugin", plugin), precision=s.get("train.precision", precision),
-        batch_size=s.get("train.batch_size", batch_size), max_tokens_per_batch=max_tokens_per_batch,
-        lr=s.get("train.lr", lr), warmup_steps=warmup_steps, lr_schedule=lr_schedule, steps=s.get("train.steps", steps),
-        ckpt_every=s.get("train.ckpt_every", ckpt_every), keep=s.get("train.keep", keep), ema_decay=ema_decay,
-        grad_clip=grad_clip, grad_checkpoint=grad_checkpoint, seed=seed, sp=sp,
-        sp_size=sp_size if sp_size is not None else (1 if sp == "none" else 0), num_workers=num_workers,
-        prediction_type=prediction, cfg_dropout=cfg_dropout, temporal_patch=temporal_patch, resume=resume,
-        init_from=str(init_from) if init_from else None, device=device, hang_timeout=hang_timeout,
-    )
-    _inherit(ctx, cfg, saved)
+            console.print(f"data: {cfg.data} (the newest encoded dataset; pass --data to choose)")
     cfg.validate()
-    if nproc < 1:
-        raise UserError(f"--nproc {nproc} must be at least 1")
     if not os.environ.get(NPROC_CHILD):  # the --nproc parent checked already
-        _preflight(cfg, nproc, plan, as_json, force)
+        _preflight(cfg, plan, as_json, force)
         if plan:
             return
-    if nproc > 1 and not worker:  # rank 0 of the workers draws the progress and prints the summary
+    if cfg.nproc > 1 and not worker:  # rank 0 of the workers draws the progress and prints the summary
         try:
-            relaunch(nproc, {"--run-dir": str(run_dir), "--data": str(data)})
+            relaunch(cfg.nproc, {"--run-dir": cfg.run_dir, "--data": cfg.data})
         except KeyboardInterrupt:
-            raise Interrupted(_how_to_resume(run_dir)) from None
+            raise Interrupted(_how_to_resume(Path(cfg.run_dir))) from None
         return
-    if cfg.sp_size == 0:  # --sp without --sp-size: every rank holds a piece of each sequence
-        cfg.sp_size = int(os.environ.get("WORLD_SIZE", 1))
-        if cfg.sp_size == 1:
-            raise UserError(f"--sp {sp} splits each video's sequence over processes, and this is one process; "
-                            "pass --nproc N (N >= 2), run under torchrun, or drop --sp")
     from opensora.training.trainer import train as run_training
 
     main_rank = int(os.environ.get("RANK", 0)) == 0
@@ -151,17 +112,14 @@ def train(
     except KeyboardInterrupt:
         if os.environ.get(NPROC_CHILD) or not main_rank:
             raise typer.Exit(130) from None  # the --nproc parent (or rank 0) says it once for every rank
-        raise Interrupted(_how_to_resume(run_dir)) from None
+        raise Interrupted(_how_to_resume(Path(cfg.run_dir))) from None
 
 
-# TrainConfig fields a resumed run takes from its checkpoint unless the option is given: the parameter
-# name of `train` for each (the layout, device and workers are this launch's own).
-_INHERITED = {"model": "model", "condition": "condition", "plugin": "plugin", "precision": "precision",
-              "batch_size": "batch_size", "max_tokens_per_batch": "max_tokens_per_batch", "lr": "lr",
-              "warmup_steps": "warmup_steps", "lr_schedule": "lr_schedule", "steps": "steps",
-              "ckpt_every": "ckpt_every", "keep": "keep", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
-              "grad_checkpoint": "grad_checkpoint", "prediction_type": "prediction", "cfg_dropout": "cfg_dropout",
-              "temporal_patch": "temporal_patch"}
+# TrainConfig fields a resumed run takes from its checkpoint unless given by a flag or an OPENSORA_TRAIN_*
+# variable (the layout, device, workers and data loading are this launch's own).
+_INHERITED = ("model", "condition", "plugin", "precision", "batch_size", "max_tokens_per_batch", "lr", "warmup_steps",
+              "lr_schedule", "weight_decay", "steps", "ckpt_every", "keep", "ema_decay", "grad_clip", "grad_checkpoint",
+              "prediction_type", "cfg_dropout", "temporal_patch", "data")
 
 
 def _saved_config(resume: str | None, run_dir: Path) -> dict:
@@ -182,11 +140,10 @@ def _saved_config(resume: str | None, run_dir: Path) -> dict:
     return {**meta.get("train_config", {}), "model": meta.get("model_name", meta.get("train_config", {}).get("model"))}
 
 
-def _inherit(ctx: typer.Context, cfg, saved: dict) -> None:
-    """Options not given on the command line (or in OPENSORA_*) take the resumed run's values."""
-    for key, param in _INHERITED.items():
-        source = ctx.get_parameter_source(param)  # Typer vendors click: compare the enum by name
-        if key in saved and getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
+def _inherit(s: Settings, flags: dict, cfg, saved: dict) -> None:
+    """Settings given neither as a flag nor in the environment take the resumed run's values."""
+    for key in _INHERITED:
+        if key in saved and saved[key] is not None and flags.get(key) is None and s.source(f"train.{key}") != "env":
             setattr(cfg, key, saved[key])
 
 
@@ -194,13 +151,13 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def _preflight(cfg, nproc: int, show_all: bool, as_json: bool, force: bool) -> None:
+def _preflight(cfg, show_all: bool, as_json: bool, force: bool) -> None:
     """Print the buckets (and with --plan the model, layout, memory and time); refuse what cannot fit."""
     from opensora.devices import resolve_device
     from opensora.training.plan import plan_training
 
-    world = max(nproc, int(os.environ.get("WORLD_SIZE", 1)))
-    local = max(nproc, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    world = max(cfg.nproc, int(os.environ.get("WORLD_SIZE", 1)))
+    local = max(cfg.nproc, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     device = str(resolve_device(cfg.device))
     buckets, p = plan_training(cfg, world, local, device, estimate_time=show_all)
     main_rank = int(os.environ.get("RANK", 0)) == 0

@@ -1,30 +1,27 @@
-"""Video compressions behind one interface: raw pixels, a video VQ-VAE, an image VAE."""
+"""Video compressions behind one interface (`base.VideoCompressor`): raw pixels, a video VQ-VAE, an image VAE.
+
+`COMPRESSIONS` is the registry; a new compression is a `VideoCompressor` subclass and one entry here.
+Every class is built as `cls(path, device=..., batch_size=...)`; `path` None means its default weights.
+"""
 
 from __future__ import annotations
 
-from opensora.compression.base import VideoCompressor
-from opensora.errors import UserError
+from typing import TYPE_CHECKING
 
-COMPRESSIONS = ("raw", "vqvae", "sdvae")
-# Which axes of a stored latent are frames, height and width (raw: T,H,W,3; vqvae: T,h,w; sdvae: C,T,h,w).
-THW_AXES = {"raw": (0, 1, 2), "vqvae": (0, 1, 2), "sdvae": (1, 2, 3)}
+from opensora.registry import Registry
+
+if TYPE_CHECKING:
+    from opensora.compression.base import VideoCompressor
+
+COMPRESSIONS: Registry[type[VideoCompressor]] = Registry("compression", "--compression")
+COMPRESSIONS.add("raw", "opensora.compression.raw:RawCompressor", "pixels as they are (uint8)")
+COMPRESSIONS.add("vqvae", "opensora.compression.vqvae:VQVAECompressor", "VideoGPT's video VQ-VAE: codes, 4x8x8")
+COMPRESSIONS.add("sdvae", "opensora.compression.sdvae:SDVAECompressor", "Stable Diffusion's image VAE, per frame: 1x8x8")
 
 
 def load_compressor(name: str, path: str | None = None, device: str = "cpu", batch_size: int = 16) -> VideoCompressor:
-    """Build the compression `name` (raw | vqvae | sdvae), loading weights from `path` if it has any."""
-    if name == "raw":
-        from opensora.compression.raw import RawCompressor
-
-        return RawCompressor()
-    if name == "sdvae":
-        from opensora.compression.sdvae import DEFAULT_SDVAE, SDVAECompressor
-
-        return SDVAECompressor(path or DEFAULT_SDVAE, device=device, batch_size=batch_size)
-    if name == "vqvae":
-        from opensora.compression.vqvae import DEFAULT_VQVAE, VQVAECompressor
-
-        return VQVAECompressor(path or DEFAULT_VQVAE, device=device, batch_size=batch_size)
-    raise UserError(f"--compression {name!r} is not one of {', '.join(COMPRESSIONS)}")
+    """Build the compression `name`, loading weights from `path` (None: its default) if it has any."""
+    return COMPRESSIONS.lookup(name)(path, device=device, batch_size=batch_size)
 
 
 def compressor_from_spec(spec: dict, device: str = "cpu") -> VideoCompressor:

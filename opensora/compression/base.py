@@ -21,6 +21,7 @@ class VideoCompressor(ABC):
     stride: tuple[int, int, int] = (1, 1, 1)
     latent_channels: int = 3
     latent_dtype: str = "float32"
+    thw_axes: tuple[int, int, int] = (0, 1, 2)  # which axes of a stored latent are frames, height, width
 
     @abstractmethod
     def spec(self) -> dict:
@@ -40,10 +41,6 @@ class VideoCompressor(ABC):
         """Latent (T', H', W') of a video (T, H, W) already cropped to the stride."""
         st, sh, sw = self.stride
         return t // st, h // sh, w // sw
-
-    def check_video_size(self, frames: int, height: int, width: int, option_names=("--frames", "--height", "--width")) -> None:
-        """Raise a UserError naming each size that is not a multiple of the stride, with the nearest valid ones."""
-        check_multiples((frames, height, width), self.stride, option_names, f"{self.name} compression")
 
     @abstractmethod
     def encode(self, videos: list[np.ndarray]) -> list[np.ndarray]:

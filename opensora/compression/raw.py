@@ -15,6 +15,10 @@ class RawCompressor(VideoCompressor):
     stride = (1, 1, 1)
     latent_channels = 3
     latent_dtype = "uint8"
+    thw_axes = (0, 1, 2)  # stored (T, H, W, 3)
+
+    def __init__(self, path: str | None = None, device: str = "cpu", batch_size: int = 16):
+        pass  # nothing to load or run: the registry builds every compression with these arguments
 
     def spec(self) -> dict:
         """Nothing to load: just the name."""

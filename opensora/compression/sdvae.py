@@ -31,9 +31,11 @@ class SDVAECompressor(VideoCompressor):
     """Latents (C, T, H/8, W/8) scaled by the VAE's scaling factor; frames encoded in batches."""
 
     name = "sdvae"
+    thw_axes = (1, 2, 3)  # stored (C, T, h, w)
     latent_dtype = "float32"
 
-    def __init__(self, path: str = DEFAULT_SDVAE, device: str | torch.device = "cpu", batch_size: int = 16):
+    def __init__(self, path: str | None = None, device: str | torch.device = "cpu", batch_size: int = 16):
+        path = path or DEFAULT_SDVAE
         from diffusers import AutoencoderKL
 
         self.path, self.device, self.batch_size = path, torch.device(device), batch_size

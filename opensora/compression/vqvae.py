@@ -292,9 +292,11 @@ class VQVAECompressor(VideoCompressor):
     """Stores int16 codes (T', H', W'); diffusion sees codebook vectors scaled to unit variance."""
 
     name = "vqvae"
+    thw_axes = (0, 1, 2)  # stored codes (T, h, w)
     latent_dtype = "int16"
 
-    def __init__(self, path: str = DEFAULT_VQVAE, device: str | torch.device = "cpu", batch_size: int = 16):
+    def __init__(self, path: str | None = None, device: str | torch.device = "cpu", batch_size: int = 16):
+        path = path or DEFAULT_VQVAE
         self.path, self.device = path, torch.device(device)
         self.model = VQVAE.from_pretrained(path).to(self.device)
         self.model.requires_grad_(False)

@@ -27,7 +27,6 @@ class CollateResult:
     without_captions: list[str] = field(default_factory=list)
     without_video: list[str] = field(default_factory=list)
     copied: int = 0
-    annotation_files: list[str] = field(default_factory=list)
 
 
 def find_annotations(root: Path) -> list[Path]:
@@ -97,7 +96,7 @@ def collate_msrvtt(dataset_dir: Path, out: Path, progress: ProgressFn = no_progr
             if text and text not in captions[s["video_id"]]:
                 captions[s["video_id"]].append(text)
     videos = _index_videos(dataset_dir)
-    result = CollateResult(out=Path(out), annotation_files=[str(p) for p in ann_files])
+    result = CollateResult(out=Path(out))
     result.without_captions = sorted(v for v in videos if not captions.get(v))
     result.without_video = sorted(v for v in captions if v not in videos)
     per_split: dict[str, list[dict]] = defaultdict(list)

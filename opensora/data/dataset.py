@@ -77,6 +77,13 @@ def reencode_command(path: Path, manifest: dict) -> str:
     return cmd + " --overwrite"
 
 
+def newest_dataset(datasets_dir: Path) -> Path | None:
+    """The most recently finished dataset under `datasets_dir`."""
+    root = Path(datasets_dir)
+    done = [d for d in root.iterdir() if is_complete(d)] if root.is_dir() else []
+    return max(done, key=lambda d: (d / "manifest.json").stat().st_mtime) if done else None
+
+
 def read_manifest(path: Path) -> dict:
     """The dataset's manifest; a clear error if `path` is not a finished dataset of this format."""
     path = Path(path)

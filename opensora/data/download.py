@@ -13,12 +13,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from opensora.data.config import MSRVTT_URL
 from opensora.errors import OpenSoraError
 from opensora.fsutil import write_json_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 
-# Public copy of MSR-VTT (videos + annotation JSON) used by Frozen-in-Time, CLIP4Clip and others.
-MSRVTT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 CHUNK = 1 << 20
 MARKER = ".download-complete.json"
 

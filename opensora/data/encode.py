@@ -11,7 +11,6 @@ captions file at the end; parts nothing refers to any more are removed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections import Counter
@@ -24,6 +23,7 @@ import torch
 
 from opensora.compression import load_compressor
 from opensora.data.captions import CaptionedVideo, load_captions
+from opensora.data.config import EncodeConfig
 from opensora.data.dataset import (
     FORMAT_VERSION,
     reencode_command,
@@ -32,76 +32,15 @@ from opensora.data.dataset import (
     video_features,
 )
 from opensora.data.store import KeyedStore, content_key, file_digest, model_identity, write_arrow
-from opensora.data.video import RESOLUTIONS, TOO_LONG, DecodeSettings, VideoError, read_video
-from opensora.errors import ConfigError, UserError
+from opensora.data.video import DecodeSettings, VideoError, read_video
+from opensora.devices import resolve_device
+from opensora.errors import UserError
 from opensora.fsutil import DirectoryLock, write_json_atomic, write_text_atomic
 from opensora.models.presets import MIN_PATCH
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 
 FILTERED = ("too long", "too small")  # deliberate filters: the encode still succeeds
 TEXT_PART_ROWS = 4096
-
-
-@dataclass
-class EncodeConfig:
-    """Everything `encode_dataset` needs; the CLI fills it from flags and the user config."""
-
-    captions: Path
-    videos: Path
-    out: Path
-    compression: str = "raw"
-    vae: str | None = None
-    text_encoder: str = "openai/clip-vit-base-patch32"
-    fps: float | None = None
-    max_seconds: float | None = None
-    max_frames: int | None = None
-    too_long: str = "skip"
-    size: tuple[int, int] | None = None
-    resolution: str | None = None
-    max_pixels: int | None = None
-    device: str = "cpu"
-    batch_size: int = 16
-    num_workers: int = 2
-    shard_size: int = 32
-    overwrite: bool = False
-    file_column: str | None = None
-    caption_column: str | None = None
-    reuse: tuple[Path, ...] = ()
-
-    def validate(self) -> None:
-        """Raise one ConfigError listing every bad value."""
-        problems = []
-        for opt, v, low in (("--fps", self.fps, 0), ("--max-seconds", self.max_seconds, 0)):
-            if v is not None and (not math.isfinite(v) or v <= low):
-                problems.append(f"{opt} {v} must be a finite number > {low}")
-        for opt, v in (("--max-frames", self.max_frames), ("--max-pixels", self.max_pixels),
-                       ("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
-            if v is not None and v < 1:
-                problems.append(f"{opt} {v} must be at least 1")
-        if self.num_workers < 0:
-            problems.append(f"--num-workers {self.num_workers} must be 0 or more")
-        if self.too_long not in TOO_LONG:
-            problems.append(f"--too-long {self.too_long!r} is not one of {', '.join(TOO_LONG)}")
-        if self.resolution is not None and self.resolution not in RESOLUTIONS:
-            problems.append(f"--resolution {self.resolution!r} is not one of {', '.join(RESOLUTIONS)}")
-        if sum(x is not None for x in (self.size, self.resolution, self.max_pixels)) > 1:
-            problems.append("--size, --resolution and --max-pixels exclude each other; pass one")
-        if self.too_long != "skip" and self.max_frames is None and self.max_seconds is None:
-            problems.append(f"--too-long {self.too_long} needs --max-frames or --max-seconds")
-        if problems:
-            raise ConfigError(problems)
-
-    def decode_settings(self) -> DecodeSettings:
-        """How frames are taken from each video."""
-        pixels = RESOLUTIONS[self.resolution] if self.resolution else self.max_pixels
-        return DecodeSettings(fps=self.fps, max_frames=self.max_frames, max_seconds=self.max_seconds,
-                              too_long=self.too_long, size=self.size, max_pixels=pixels)
-
-    def settings(self) -> dict:
-        """What the manifest records about how the dataset was made."""
-        return {"captions": str(Path(self.captions).resolve()), "videos": str(Path(self.videos).resolve()),
-                "compression": self.compression, "vae": self.vae, "text_encoder": self.text_encoder,
-                "resolution": self.resolution, **self.decode_settings().to_dict()}
 
 
 @dataclass
@@ -173,7 +112,7 @@ def resolve_video(root: Path, name: str) -> Path:
     return path
 
 
-def _collate_one(batch):
+def _only_item(batch):
     return batch[0]
 
 
@@ -190,7 +129,7 @@ def _decoded(jobs: list[tuple[str, Path]], decode: DecodeSettings, compressor, n
         rest = jobs[done:]
         loader = torch.utils.data.DataLoader(
             _VideoSource(rest, decode, compressor, MIN_PATCH), batch_size=1, shuffle=False, num_workers=workers,
-            collate_fn=_collate_one, prefetch_factor=prefetch if workers > 0 else None)
+            collate_fn=_only_item, prefetch_factor=prefetch if workers > 0 else None)
         try:
             for item in loader:
                 done += 1
@@ -346,7 +285,8 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
                    progress: ProgressFn) -> EncodeSummary:
     manifest = _prepare_out(cfg)
     summary = EncodeSummary(out=out, entries=len(entries))
-    compressor = load_compressor(cfg.compression, cfg.vae, device=cfg.device, batch_size=cfg.batch_size)
+    device = str(resolve_device(cfg.device))
+    compressor = load_compressor(cfg.compression, cfg.vae, device=device, batch_size=cfg.batch_size)
     comp_id = {**compressor.spec(), **model_identity(compressor.spec().get("path"))}
     text_id = {"path": cfg.text_encoder, **model_identity(cfg.text_encoder)}
     decode = cfg.decode_settings()
@@ -370,9 +310,9 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     todo = [c for c, k in tkey.items() if k in missing_t - copied]
     text_spec = manifest.get("text_encoder") if manifest.get("text_identity") == text_id else None
     if todo or text_spec is None:
-        from opensora.text.clip import TextEncoder
+        from opensora.text import load_text_encoder
 
-        text = TextEncoder(cfg.text_encoder, device=cfg.device)
+        text = load_text_encoder(cfg.text_encoder, device=device)
         text_spec = text.spec()
         progress(ProgressEvent("text", 0, len(todo), unit="captions"))
         for lo in range(0, len(todo), TEXT_PART_ROWS):

@@ -4,11 +4,8 @@ Single-device model code. Parallelism attaches from outside (opensora/parallel):
 mark where the token sequence may be split and gathered, and each attention's `sp` slot may hold a
 sequence-parallel strategy; with neither set, this is plain DiT.
 
-Conditioning (`condition`):
-  adaln         adaLN-zero blocks modulated by timestep + pooled text embedding (DiT's best variant)
-  cross-attn    adaLN-zero on the timestep, plus cross-attention to the text tokens in every block
-  token-concat  timestep token and text tokens prepended to the video tokens (DiT's "in-context");
-                plain pre-LN blocks; only video tokens are decoded
+How text enters the model (`condition`) is one of the `Conditioning` classes registered in
+`CONDITIONINGS` below; a new conditioning is one more registered class.
 """
 
 from __future__ import annotations
@@ -29,7 +26,8 @@ from diffusers.models.embeddings import (
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-CONDITIONS = ("adaln", "cross-attn", "token-concat")
+from opensora.registry import Registry
+
 POS_EMBEDS = ("sum", "concat")
 
 
@@ -102,16 +100,75 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-class DiTBlock(nn.Module):
-    """A transformer block: adaLN-zero modulated (adaln, cross-attn) or plain pre-LN (token-concat)."""
+class Conditioning:
+    """How the text reaches the blocks; the base class is timestep-only adaLN-zero."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, condition: str):
+    modulated = True  # blocks are adaLN-zero modulated by the global embedding c
+    cross_attention = False  # blocks attend to the text tokens
+
+    def global_embedding(self, t_emb: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor | None) -> torch.Tensor:
+        """c (B, D) that modulates every block, from the timestep (B, D) and text (B, S, D)."""
+        return t_emb
+
+    @staticmethod
+    def prefix_tokens(text_len: int) -> int:
+        """How many tokens `prefix` prepends (for the FLOP model)."""
+        return 0
+
+    def prefix(self, tokens, t_emb, ctx, ctx_mask):
+        """Tokens to prepend to the video tokens: (tokens, key_mask or None, number prepended)."""
+        return tokens, None, 0
+
+
+CONDITIONINGS: Registry[type[Conditioning]] = Registry("conditioning", "--condition")
+
+
+@CONDITIONINGS.register("adaln", "adaLN-zero blocks modulated by timestep + pooled text (DiT's best variant)")
+class AdaLNConditioning(Conditioning):
+    def global_embedding(self, t_emb, ctx, ctx_mask):
+        if ctx_mask is None:
+            pooled = ctx.mean(1)
+        else:
+            m = ctx_mask.unsqueeze(-1).to(ctx.dtype)
+            pooled = (ctx * m).sum(1) / m.sum(1).clamp_min(1)  # mean over real text tokens
+        return t_emb + pooled  # (B, D)
+
+
+@CONDITIONINGS.register("cross-attn", "adaLN-zero on the timestep, plus cross-attention to the text in every block")
+class CrossAttnConditioning(Conditioning):
+    cross_attention = True
+
+
+@CONDITIONINGS.register("token-concat", "timestep and text tokens prepended to the video tokens (DiT's in-context)")
+class TokenConcatConditioning(Conditioning):
+    modulated = False  # plain pre-LN blocks; only video tokens are decoded
+
+    @staticmethod
+    def prefix_tokens(text_len: int) -> int:
+        return 1 + text_len
+
+    def prefix(self, tokens, t_emb, ctx, ctx_mask):
+        B, n_prefix = tokens.shape[0], 1 + ctx.shape[1]
+        tokens = torch.cat([t_emb.unsqueeze(1), ctx, tokens], dim=1)  # (B, 1 + S + N, D)
+        key_mask = None
+        if ctx_mask is not None:
+            ones = torch.ones(B, 1, dtype=torch.bool, device=tokens.device)
+            video = torch.ones(B, tokens.shape[1] - n_prefix, dtype=torch.bool, device=tokens.device)
+            key_mask = torch.cat([ones, ctx_mask, video], dim=1)  # (B, L)
+        return tokens, key_mask, n_prefix
+
+
+class DiTBlock(nn.Module):
+    """A transformer block: adaLN-zero modulated, or plain pre-LN; with cross-attention if the conditioning asks."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, conditioning: Conditioning):
         super().__init__()
-        self.modulated = condition != "token-concat"
+        self.modulated = conditioning.modulated
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=not self.modulated, eps=1e-6)
         self.attn = Attention(dim, num_heads)
-        self.cross_attn = CrossAttention(dim, num_heads) if condition == "cross-attn" else None
-        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if condition == "cross-attn" else None
+        cross = conditioning.cross_attention
+        self.cross_attn = CrossAttention(dim, num_heads) if cross else None
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cross else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=not self.modulated, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) if self.modulated else None
@@ -205,7 +262,8 @@ class TextEmbedder(nn.Module):
 class SequenceBoundary(nn.Module):
     """Identity marking where the token sequence starts/ends; sequence parallelism replaces it."""
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, length: int | None = None):
+        # length: the sequence's true length, for a gather that must drop padding added at the split
         return x, key_mask
 
 
@@ -230,9 +288,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         pos_embed: str = "sum",
     ):
         super().__init__()
-        if condition not in CONDITIONS:
-            raise ValueError(f"condition {condition!r} is not one of {CONDITIONS}")
-        self.condition = condition
+        self.conditioning = CONDITIONINGS.lookup(condition)()
         self.patch_size = tuple(patch_size)
         self.gradient_checkpointing = False
         self.x_embedder = PatchEmbed3D(self.patch_size, in_channels, hidden_size, pos_embed)
@@ -240,7 +296,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.t_embedder = TimestepEmbedding(256, hidden_size)
         self.y_embedder = TextEmbedder(text_dim, text_len, hidden_size)
         self.seq_in, self.seq_out = SequenceBoundary(), SequenceBoundary()
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, condition) for _ in range(depth)])
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, self.conditioning) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, int(np.prod(self.patch_size)), in_channels)
         self.initialize_weights()
 
@@ -301,30 +357,16 @@ class VideoDiT(ModelMixin, ConfigMixin):
         tokens = self.x_embedder(x)  # (B, N, D)
         t_emb = self.t_embedder(self.t_proj(timestep.reshape(-1).expand(B)).to(tokens.dtype))  # (B, D)
         ctx, ctx_mask = self.y_embedder(text.to(tokens.dtype), text_mask, drop_text)  # (B, S, D)
-        key_mask, n_prefix = None, 0
-        if self.condition == "adaln":
-            if ctx_mask is None:
-                pooled = ctx.mean(1)
-            else:
-                m = ctx_mask.unsqueeze(-1).to(ctx.dtype)
-                pooled = (ctx * m).sum(1) / m.sum(1).clamp_min(1)
-            c = t_emb + pooled  # (B, D)
-        else:
-            c = t_emb
-        if self.condition == "token-concat":
-            n_prefix = 1 + ctx.shape[1]
-            tokens = torch.cat([t_emb.unsqueeze(1), ctx, tokens], dim=1)  # (B, 1 + S + N, D)
-            if ctx_mask is not None:
-                ones = torch.ones(B, 1, dtype=torch.bool, device=x.device)
-                video = torch.ones(B, tokens.shape[1] - n_prefix, dtype=torch.bool, device=x.device)
-                key_mask = torch.cat([ones, ctx_mask, video], dim=1)  # (B, L)
+        c = self.conditioning.global_embedding(t_emb, ctx, ctx_mask)  # (B, D)
+        tokens, key_mask, n_prefix = self.conditioning.prefix(tokens, t_emb, ctx, ctx_mask)  # (B, L, D)
+        length = tokens.shape[1]
         tokens, key_mask = self.seq_in(tokens, key_mask)  # sequence parallelism may split here
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens = self._gradient_checkpointing_func(block, tokens, c, key_mask, ctx, ctx_mask)
             else:
                 tokens = block(tokens, c, key_mask, ctx, ctx_mask)  # (B, L, D)
-        tokens, _ = self.seq_out(tokens)  # ... and gather here
+        tokens, _ = self.seq_out(tokens, length=length)  # ... and gather here
         tokens = tokens[:, n_prefix:]  # (B, N, D): only video tokens are decoded
         return self.unpatchify(self.final_layer(tokens, c), grid)  # (B, C, T, H, W)
 

@@ -21,13 +21,11 @@ class CommCounter:
 
     bytes: dict = field(default_factory=lambda: defaultdict(int))
     calls: dict = field(default_factory=lambda: defaultdict(int))
-    enabled: bool = True
 
     def add(self, phase: str, name: str, nbytes: int) -> None:
         """Record one collective."""
-        if self.enabled:
-            self.bytes[(phase, name)] += int(nbytes)
-            self.calls[(phase, name)] += 1
+        self.bytes[(phase, name)] += int(nbytes)
+        self.calls[(phase, name)] += 1
 
     def reset(self) -> None:
         """Forget everything counted so far."""

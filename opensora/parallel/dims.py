@@ -8,8 +8,6 @@ import torch.distributed as dist
 
 from opensora.errors import UserError
 
-SP_MODES = ("none", "ulysses", "fastseq")
-
 
 @dataclass
 class ParallelDims:
@@ -24,8 +22,10 @@ class ParallelDims:
 
     def __post_init__(self):
         problems = []
-        if self.sp_mode not in SP_MODES:
-            problems.append(f"--sp {self.sp_mode!r} is not one of {', '.join(SP_MODES)}")
+        from opensora.parallel.sequence import SP_STRATEGIES
+
+        if SP_STRATEGIES.problem(self.sp_mode):
+            problems.append(SP_STRATEGIES.problem(self.sp_mode))
         if self.sp_size < 1:
             problems.append(f"--sp-size {self.sp_size} must be at least 1")
         elif self.world_size % self.sp_size:

@@ -1,7 +1,9 @@
 """Sequence parallelism for VideoDiT: split the token sequence across an SP group.
 
-The model stays single-device code: `apply_sequence_parallel` swaps its `seq_in`/`seq_out`
-boundaries for a split/gather pair and puts a strategy in every self-attention's `sp` slot.
+The model stays single-device code: `sequence_parallelize` (called by `parallelize`) swaps its
+`seq_in`/`seq_out` boundaries for a split/gather pair and puts a strategy in every
+self-attention's `sp` slot. `SP_STRATEGIES` is the registry: a new strategy is one registered class
+here with an `attention(attn, x, key_mask)` method and its `theoretical_bytes`.
 Everything outside self-attention (MLP, adaLN, cross-attention to the full, unsplit text) is
 token-wise and runs on the local shard as it is.
 
@@ -32,15 +34,15 @@ from torch import nn
 from opensora.errors import UserError
 from opensora.models.dit import sdpa_attention
 from opensora.parallel.comm import CommCounter, all_to_all, gather_seq
+from opensora.registry import Registry
 
 
 class SPContext:
-    """The SP group of this rank, its position, and the pad of the current forward."""
+    """The SP group of this rank, its position in it, and the bytes its collectives send."""
 
     def __init__(self, group, rank: int, size: int, counter: CommCounter | None = None):
         self.group, self.rank, self.size = group, rank, size
         self.counter = counter or CommCounter()
-        self.pad = 0
 
 
 class SplitSequence(nn.Module):
@@ -54,7 +56,6 @@ class SplitSequence(nn.Module):
         B, L, _ = x.shape
         P = self.ctx.size
         pad = (-L) % P
-        self.ctx.pad = pad
         if pad:
             x = F.pad(x, (0, 0, 0, pad))
             real = torch.ones(B, L, dtype=torch.bool, device=x.device) if key_mask is None else key_mask
@@ -64,17 +65,15 @@ class SplitSequence(nn.Module):
 
 
 class GatherSequence(nn.Module):
-    """Replaces `seq_out`: all-gather the shards and drop the padding."""
+    """Replaces `seq_out`: all-gather the shards and drop the padding (the model passes the true length)."""
 
     def __init__(self, ctx: SPContext):
         super().__init__()
         self.ctx = ctx
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, length: int | None = None):
         x = gather_seq(x, self.ctx.group, 1, self.ctx.counter, "gather_output")
-        if self.ctx.pad:
-            x = x[:, : x.shape[1] - self.ctx.pad]
-        return x, None
+        return x[:, :length], None
 
 
 def _heads_to_sequence(attn, qkv: torch.Tensor, key_mask, ctx: SPContext, name: str, n: int) -> torch.Tensor:
@@ -89,10 +88,19 @@ def _heads_to_sequence(attn, qkv: torch.Tensor, key_mask, ctx: SPContext, name: 
     return attn.proj(o.reshape(B, n, -1))
 
 
+SP_STRATEGIES: Registry = Registry("sequence parallelism", "--sp")
+SP_STRATEGIES.add("none", None, "no sequence parallelism: each rank holds whole sequences")
+
+
+@SP_STRATEGIES.register("ulysses", "all-to-all to head shards around attention (DeepSpeed-Ulysses)")
 class UlyssesAttention:
     """All-to-all from sequence shards to head shards and back around local SDPA."""
 
-    name = "ulysses"
+    @staticmethod
+    def bytes_per_block(B: int, N: int, D: int, P: int, elem: int) -> dict[str, int]:
+        """Bytes one rank sends per block in the forward pass, by collective (see the module docstring)."""
+        n = N // P
+        return {"ulysses_qkv": 3 * B * n * D * elem * (P - 1) // P, "ulysses_out": B * n * D * elem * (P - 1) // P}
 
     def __init__(self, ctx: SPContext):
         self.ctx = ctx
@@ -105,10 +113,15 @@ class UlyssesAttention:
         return _heads_to_sequence(attn, qkv, key_mask, c, "ulysses_out", n)  # (B, N/P, D)
 
 
+@SP_STRATEGIES.register("fastseq", "all-gather of the input, local-head attention, all-to-all back (OpenDiT)")
 class FastSeqAttention:
     """All-gather of the input, local-head QKV projection, SDPA, one all-to-all back."""
 
-    name = "fastseq"
+    @staticmethod
+    def bytes_per_block(B: int, N: int, D: int, P: int, elem: int) -> dict[str, int]:
+        """Bytes one rank sends per block in the forward pass, by collective (see the module docstring)."""
+        n = N // P
+        return {"fastseq_gather": B * n * D * elem * (P - 1), "fastseq_out": B * N * (D // P) * elem * (P - 1) // P}
 
     def __init__(self, ctx: SPContext):
         self.ctx = ctx
@@ -126,15 +139,9 @@ class FastSeqAttention:
         return _heads_to_sequence(attn, qkv, key_mask, c, "fastseq_out", n)  # (B, N/P, D)
 
 
-STRATEGIES = {"ulysses": UlyssesAttention, "fastseq": FastSeqAttention}
-
-
 def theoretical_bytes(mode: str, B: int, N: int, D: int, P: int, elem: int) -> dict[str, int]:
     """Bytes one rank sends per block in the forward pass (N already padded to a multiple of P)."""
-    n = N // P
-    if mode == "ulysses":
-        return {"ulysses_qkv": 3 * B * n * D * elem * (P - 1) // P, "ulysses_out": B * n * D * elem * (P - 1) // P}
-    return {"fastseq_gather": B * n * D * elem * (P - 1), "fastseq_out": B * N * (D // P) * elem * (P - 1) // P}
+    return SP_STRATEGIES.lookup(mode).bytes_per_block(B, N, D, P, elem)
 
 
 def sequence_parallelize(model, mode: str, group, rank: int, size: int, counter: CommCounter | None = None) -> SPContext:
@@ -146,7 +153,7 @@ def sequence_parallelize(model, mode: str, group, rank: int, size: int, counter:
     ctx = SPContext(group, rank, size, counter)
     model.seq_in = SplitSequence(ctx)
     model.seq_out = GatherSequence(ctx)
-    strategy = STRATEGIES[mode](ctx)
+    strategy = SP_STRATEGIES.lookup(mode)(ctx)
     for block in model.blocks:
         block.attn.sp = strategy
     return ctx

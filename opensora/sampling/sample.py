@@ -13,68 +13,11 @@ from opensora.checkpoint import load_model
 from opensora.compression import compressor_from_spec
 from opensora.data.video import write_video
 from opensora.devices import PRECISION_NAMES, resolve_device, resolve_dtype
-from opensora.diffusion.gaussian import DiffusionConfig, sample_latents
+from opensora.diffusion.ddpm import DiffusionConfig, sample_latents
 from opensora.errors import UserError
 from opensora.fsutil import check_writable, write_json_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
-
-
-@dataclass
-class SampleConfig:
-    """What to generate and how; the CLI fills it from flags and the user config."""
-
-    prompts: list[str]
-    ckpt: str
-    height: int = 256
-    width: int = 256
-    fps: float = 8.0
-    sec: float | None = 2.0
-    frames: int | None = None
-    steps: int = 50
-    sampler: str = "ddim"
-    cfg_scale: float = 4.0
-    disable_cfg: bool = False
-    seed: int = 0
-    num_samples: int = 1
-    ema: bool = True
-    device: str = "auto"
-    precision: str = "auto"  # bf16 on CUDA, fp32 on CPU, as in training
-    out: str = "sample.mp4"
-    overwrite: bool = False  # replace existing output videos (otherwise refused before any work)
-    preview: bool = False
-    model: str | None = None  # only to check the checkpoint's preset
-    sp: str = "none"  # sequence parallelism across the ranks of a torchrun job
-    sp_size: int = 1
-
-    def validate(self) -> None:
-        """Raise one ConfigError listing every bad value (NaN, infinities, zero, negatives, unknown names)."""
-        from opensora.diffusion.gaussian import SAMPLERS
-        from opensora.errors import collect
-        from opensora.training.config import PRECISIONS
-
-        p = []
-        for opt, v in (("--height", self.height), ("--width", self.width), ("--steps", self.steps),
-                       ("--num-samples", self.num_samples)):
-            if v < 1:
-                p.append(f"{opt} {v} must be at least 1")
-        if self.seed < 0:
-            p.append(f"--seed {self.seed} must be 0 or more")
-        if self.frames is not None and self.frames < 1:
-            p.append(f"--frames {self.frames} must be at least 1")
-        for opt, v in (("--fps", self.fps), ("--sec", self.sec if self.frames is None else 1.0)):
-            if v is None or not math.isfinite(v) or v <= 0:
-                p.append(f"{opt} {v} must be a finite number > 0")
-        if not math.isfinite(self.cfg_scale) or self.cfg_scale < 0:
-            p.append(f"--cfg-scale {self.cfg_scale} must be a finite number >= 0 (1 = no guidance)")
-        if self.sampler not in SAMPLERS:
-            p.append(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.precision not in PRECISIONS:
-            p.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        collect(p)
-
-    def num_frames(self) -> int:
-        """--frames, or --sec x --fps."""
-        return self.frames if self.frames is not None else max(1, round((self.sec or 0) * self.fps))
+from opensora.sampling.config import SampleConfig
 
 
 @dataclass
@@ -158,7 +101,7 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress,
         return _sample_videos(cfg, progress, on_start)
     finally:
         if cfg.sp != "none":
-            from opensora.training.distributed import shutdown
+            from opensora.parallel.distributed import shutdown
 
             shutdown()  # NCCL warns at exit about a process group left alive
 
@@ -176,7 +119,7 @@ def _estimate(model, tokens: int, forwards: int, device, dtype) -> float | None:
 
 
 def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[SampleResult]:
-    from opensora.text.clip import TextEncoder
+    from opensora.text import load_text_encoder
 
     if not cfg.prompts:
         raise UserError("no prompt given; pass one or more prompts or --prompts FILE")
@@ -194,24 +137,20 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
     if cfg.sp != "none":
         # Every rank of the SP group runs the same loop with the same noise; the sequence is split
         # inside the model and gathered before unpatchify, so rank 0 holds the whole video.
-        from opensora.parallel.dims import ParallelDims
-        from opensora.parallel.parallelize import apply_sequence_parallel
-        from opensora.training.distributed import init_distributed
+        from opensora.parallel.parallelize import init_parallel, parallelize
 
-        env = init_distributed(str(device))
-        dims = ParallelDims(env.world_size, cfg.sp_size or env.world_size, cfg.sp, env.rank)
+        env, dims = init_parallel(str(device), cfg.sp, cfg.sp_size)
         if dims.dp_size != 1:
             raise UserError(f"sampling splits one sequence over every rank: --sp-size must equal the {env.world_size} "
                             "processes")
-        dims.build_groups()
-        apply_sequence_parallel(model, dims)
+        model, _, _ = parallelize(model, dims)
         device, writer = env.device, env.rank == 0
     if cfg.model and cfg.model != meta.get("model_name"):
         raise UserError(f"--model {cfg.model} does not match the checkpoint's {meta.get('model_name')}; "
                         "drop --model or pass the right --ckpt")
     compressor = compressor_from_spec(meta["compression"], device=str(device))
     latent = check_size(cfg, compressor, tuple(model.config.patch_size))
-    text_encoder = TextEncoder(meta["text_encoder"]["path"], device=device)
+    text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device)
     feats, lengths = text_encoder.encode(cfg.prompts)
     diffusion = DiffusionConfig(**meta["diffusion"])
     # (prompt index, seed): sample i of prompt k uses seed + k * n + i

@@ -9,11 +9,10 @@ import torch
 
 from opensora.errors import UserError
 from opensora.hub import check_loadable
+from opensora.text import DEFAULT_TEXT_ENCODER
 
-DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 
-
-class TextEncoder:
+class CLIPTextEncoder:
     """A CLIP tokenizer + text model loaded with `from_pretrained` (hub id or local directory)."""
 
     def __init__(self, path: str = DEFAULT_TEXT_ENCODER, device: str | torch.device = "cpu", batch_size: int = 64):

@@ -1,100 +1,88 @@
-"""Training settings, validated in one place (every problem reported at once)."""
+"""Training settings, validated in one place (every problem reported at once).
+
+`TrainConfig` is the schema of `opensora train`: each field's help, flag, choices and range feed
+the CLI's flags and `--help`, the config file's `train.*` keys and the OPENSORA_TRAIN_* variables.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from opensora.errors import collect
-from opensora.models.dit import CONDITIONS
-from opensora.models.presets import DiT_models
-from opensora.parallel.dims import SP_MODES
-from opensora.training.plugins import PLUGINS
+from opensora.schema import field_problems, setting
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA, fp32 on the CPU
 
 
 @dataclass
 class TrainConfig:
-    """Everything `train` needs; the CLI fills it from flags and the user config."""
+    """Everything `train` needs; the CLI fills it from flags, the environment and the user config."""
 
-    data: str
-    run_dir: str
-    model: str = "DiT/S-2"
-    condition: str = "cross-attn"
-    plugin: str = "hybrid"
-    precision: str = "auto"
-    batch_size: int = 4  # global: per-rank batch x data-parallel size
-    max_tokens_per_batch: int | None = None  # per-rank batch of each bucket from a token budget instead
-    lr: float = 1e-4
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # or "cosine": decay to 10% of --lr at --steps
-    weight_decay: float = 0.0
-    steps: int = 1000
-    ckpt_every: int = 500
-    keep: int = 3
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    grad_checkpoint: bool = False
-    seed: int | None = None  # None: the checkpoint's when resuming, else 0 (as sample and demo)
-    sp: str = "none"
-    sp_size: int = 1
-    num_workers: int = 2
-    prediction_type: str = "epsilon"
-    cfg_dropout: float = 0.1
-    temporal_patch: int = 1
-    resume: str | None = None  # "auto" or a checkpoint directory
-    init_from: str | None = None  # a checkpoint whose model and EMA weights start a new run
-    device: str = "auto"
-    pg_timeout: float = 300.0
-    hang_timeout: float = 600.0  # multi-process: a rank without progress this long stops the run
+    data: str | None = setting(None, "Encoded dataset.", flag="--data", shown="the newest under HOME/datasets")
+    run_dir: str | None = setting(None, "Run directory.", shown="HOME/runs/TIME-MODEL")
+    model: str = setting("DiT/S-2", "Model preset.", choices="opensora.models.presets:MODELS")
+    condition: str = setting("cross-attn", "How the text conditions the model.",
+                             choices="opensora.models.dit:CONDITIONINGS")
+    plugin: str = setting("hybrid", "Colossal-AI booster plugin.", choices="opensora.training.plugins:PLUGINS")
+    precision: str = setting("auto", "Weights and compute precision (auto: bf16 on CUDA, fp32 on the CPU).",
+                             choices="opensora.training.config:PRECISIONS")
+    batch_size: int = setting(4, "Global batch size (per-rank batch x data-parallel size).", ge=1)
+    max_tokens_per_batch: int | None = setting(
+        None, "Per-rank batch of each latent shape from this token budget (replaces --batch-size): small "
+        "shapes get big batches.", ge=1, shown="off")
+    lr: float = setting(1e-4, "Peak learning rate.", gt=0)
+    warmup_steps: int = setting(0, "Linear learning-rate warm-up.", ge=0)
+    lr_schedule: str = setting("constant", "constant, or cosine (to 10% of --lr at --steps).",
+                               choices="opensora.training.config:LR_SCHEDULES")
+    weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
+    steps: int = setting(1000, "Optimizer steps to train to.", ge=1)
+    ckpt_every: int = setting(500, "Checkpoint every N steps (and at the end).", ge=1)
+    keep: int = setting(3, "Keep the last N checkpoints.", ge=1)
+    ema_decay: float = setting(0.9999, "EMA decay of the weights (warmed up over the first steps).", ge=0)
+    grad_clip: float = setting(1.0, "Clip the gradient norm (0: off).", ge=0)
+    grad_checkpoint: bool = setting(False, "Recompute activations per block (less memory, ~1/3 more time).")
+    seed: int | None = setting(None, "Seed of initialisation, data order and noise.", ge=0,
+                               shown="0; a resumed run keeps its own")
+    sp: str = setting("none", "Sequence parallelism.", choices="opensora.parallel.sequence:SP_STRATEGIES")
+    sp_size: int | None = setting(None, "Ranks per sequence.", ge=1, shown="all ranks when --sp is set")
+    nproc: int = setting(1, "Start N local processes (torchrun's machinery).", ge=1)
+    num_workers: int = setting(2, "Data-loading workers per process.", ge=0)
+    prediction_type: str = setting("epsilon", "What the model predicts.", flag="--prediction",
+                                   choices="opensora.diffusion.ddpm:OBJECTIVES")
+    cfg_dropout: float = setting(0.1, "Probability of training on the null text (for guidance).", ge=0)
+    temporal_patch: int = setting(1, "Frames per patch (the spatial patch comes from --model).", ge=1)
+    resume: str | None = setting(None, "auto (the run's newest good checkpoint) or RUN/ckpt-N; options not given "
+                                 "are the run's own.", shown="a new run")
+    init_from: str | None = setting(None, "Start a new run from a checkpoint's model and EMA weights (fresh "
+                                    "optimizer and data order).", shown="fresh weights")
+    device: str = setting("auto", "Where to train: auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")
+    pg_timeout: float = setting(300.0, "Seconds a collective may wait for a peer before the run fails.", gt=0)
+    hang_timeout: float = setting(600.0, "Several processes: stop the run when a rank makes no progress for "
+                                  "this many seconds.", gt=0)
 
     def validate(self) -> None:
         """Raise one ConfigError listing every invalid setting, each naming its flag."""
-        p = []
-        if self.model not in DiT_models:
-            p.append(f"--model {self.model!r} is not a known model (e.g. DiT/S-2, DiT/XL-2)")
-        if self.condition not in CONDITIONS:
-            p.append(f"--condition {self.condition!r} is not one of {', '.join(CONDITIONS)}")
-        if self.plugin not in PLUGINS:
-            p.append(f"--plugin {self.plugin!r} is not one of {', '.join(PLUGINS)}")
-        if self.precision not in PRECISIONS:
-            p.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.sp not in SP_MODES:
-            p.append(f"--sp {self.sp!r} is not one of {', '.join(SP_MODES)}")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            p.append(f"--prediction {self.prediction_type!r} is not epsilon or v_prediction")
-        for name, value in (("--batch-size", self.batch_size), ("--steps", self.steps),
-                            ("--ckpt-every", self.ckpt_every), ("--keep", self.keep),
-                            ("--temporal-patch", self.temporal_patch)):
-            if value < 1:
-                p.append(f"{name} {value} must be at least 1")
-        if self.sp_size < 0:  # 0: every rank of the job (resolved at launch)
-            p.append(f"--sp-size {self.sp_size} must be at least 1")
-        if self.seed is not None and self.seed < 0:
-            p.append(f"--seed {self.seed} must be 0 or more")
-        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
-            p.append(f"--max-tokens-per-batch {self.max_tokens_per_batch} must be at least 1")
-        if not math.isfinite(self.hang_timeout) or self.hang_timeout <= 0:
-            p.append(f"--hang-timeout {self.hang_timeout} must be a finite number of seconds > 0")
-        if self.lr_schedule not in ("constant", "cosine"):
-            p.append(f"--lr-schedule {self.lr_schedule!r} is not constant or cosine")
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            p.append(f"--lr {self.lr} must be a finite number > 0")
-        if not math.isfinite(self.grad_clip) or not math.isfinite(self.weight_decay):
-            p.append("--grad-clip and the weight decay must be finite numbers")
-        if not 0 <= self.ema_decay < 1:
+        p = field_problems(self)
+        if self.ema_decay >= 1:
             p.append(f"--ema-decay {self.ema_decay} must be in [0, 1)")
-        if not 0 <= self.cfg_dropout < 1:
+        if self.cfg_dropout >= 1:
             p.append(f"--cfg-dropout {self.cfg_dropout} must be in [0, 1)")
-        if self.warmup_steps < 0 or self.num_workers < 0 or self.grad_clip < 0:
-            p.append("--warmup-steps, --num-workers and --grad-clip must not be negative")
+        if self.sp == "none" and self.sp_size not in (None, 1):
+            p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)
+
+    def resolved_sp_size(self, world_size: int) -> int:
+        """Ranks per sequence in a job of `world_size` ranks (--sp without --sp-size: all of them)."""
+        if self.sp == "none":
+            return 1
+        return self.sp_size or world_size
 
     def to_dict(self) -> dict:
         """Plain dict (saved with the run and every checkpoint)."""
         return asdict(self)
 
+
+LR_SCHEDULES = ("constant", "cosine")
 
 # Settings that change what a checkpoint means: a resumed run must keep them (or start anew with --init-from).
 MEANING = {"model": "--model", "condition": "--condition", "temporal_patch": "--temporal-patch",

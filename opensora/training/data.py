@@ -107,12 +107,12 @@ def plan_buckets(shapes: list[tuple], thw_axes: tuple[int, int, int], patch: tup
 def plan_dataset(data, patch: tuple[int, int, int], batch_size: int, dp_size: int,
                  max_tokens: int | None = None) -> BucketPlan:
     """`plan_buckets` for an EncodedDataset: the check `train` runs before starting, and the trainer's plan."""
-    from opensora.compression import THW_AXES
+    from opensora.compression import COMPRESSIONS
 
     if batch_size % dp_size:
         raise UserError(f"--batch-size {batch_size} is not divisible by the data-parallel size {dp_size}")
-    return plan_buckets([data.latent_shape(i) for i in range(len(data))], THW_AXES[data.manifest["compression"]["name"]],
-                        patch, batch_size // dp_size, dp_size, max_tokens, data.files)
+    thw_axes = COMPRESSIONS[data.manifest["compression"]["name"]].thw_axes
+    return plan_buckets([data.latent_shape(i) for i in range(len(data))], thw_axes, patch, batch_size // dp_size, dp_size, max_tokens, data.files)
 
 
 def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: int, epoch: int) -> list[list[int]]:
@@ -186,7 +186,7 @@ class StepRows(torch.utils.data.Dataset):
         return {**self.data[row], "weight": weight, "seed": seed, "global_batch": n}
 
 
-def collate(rows: list[dict]) -> dict:
+def stack_batch(rows: list[dict]) -> dict:
     """Stack same-shaped stored latents; text features (B, S, D) float32 and their mask."""
     video = torch.from_numpy(np.stack([r["video"] for r in rows]))
     text = torch.from_numpy(np.stack([r["text"] for r in rows]).astype(np.float32))
@@ -206,7 +206,7 @@ def make_loader(data, global_batch_of: dict[tuple, int], dp_rank: int, dp_size: 
     shapes = [data.latent_shape(i) for i in range(len(data))]  # cached in the dataset, no row reads
     sampler = BucketBatchSampler(shapes, global_batch_of, dp_rank, dp_size, seed)
     loader = torch.utils.data.DataLoader(
-        StepRows(data), batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        StepRows(data), batch_sampler=sampler, collate_fn=stack_batch, num_workers=num_workers,
         prefetch_factor=2 if num_workers > 0 else None, persistent_workers=num_workers > 0,
     )
     return loader, sampler

@@ -38,9 +38,12 @@ class ModelCost:
 
     def flops_per_sample(self, tokens: int, train: bool = True) -> float:
         """Matmul + attention FLOPs of one sample with `tokens` video tokens (x3 for a training step)."""
-        d, n, s = self.hidden, tokens + (self.text_len if self.condition == "token-concat" else 0), self.text_len
+        from opensora.models.dit import CONDITIONINGS
+
+        conditioning = CONDITIONINGS.lookup(self.condition)
+        d, n, s = self.hidden, tokens + conditioning.prefix_tokens(self.text_len), self.text_len
         per_block = 2 * n * 12 * d * d + 4 * n * n * d  # qkv, proj, mlp (4x); scores and values
-        if self.condition == "cross-attn":
+        if conditioning.cross_attention:
             per_block += 2 * n * 2 * d * d + 2 * s * 2 * d * d + 4 * n * s * d
         forward = self.depth * per_block
         return forward * (3 if train else 1)
@@ -185,10 +188,10 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_
     `estimate_time` measures this device's matmul rate (a fraction of a second) for the time per step.
     """
     from opensora.data.dataset import EncodedDataset
-    from opensora.models.presets import SIZES, DiT_models, model_config
+    from opensora.models.presets import MODELS, model_config
     from opensora.training.data import plan_dataset
 
-    sp = 1 if cfg.sp == "none" else (cfg.sp_size or world_size)
+    sp = cfg.resolved_sp_size(world_size)
     dp = max(1, world_size // sp)
     data = EncodedDataset(cfg.data)
     buckets = plan_dataset(data, model_config(cfg.model, cfg.temporal_patch)["patch_size"], cfg.batch_size, dp,
@@ -224,10 +227,9 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_
             if memory(sp_=sp * n).total() <= avail:
                 fixes.append(f"--sp ulysses --nproc {world_size * n} (or more GPUs)")
                 break
-        size, patch = DiT_models[cfg.model]
-        smaller = [s for s in SIZES if SIZES[s][1] < SIZES[size][1]]
-        for s in sorted(smaller, key=lambda s: -SIZES[s][1]):
-            name = f"DiT/{s}-{patch}"
+        preset = MODELS[cfg.model]
+        smaller = [n for n in MODELS if MODELS[n].patch == preset.patch and MODELS[n].hidden_size < preset.hidden_size]
+        for name in sorted(smaller, key=lambda n: -MODELS[n].hidden_size):
             c = model_cost(name, manifest["latent_channels"], cfg.condition, text["dim"], text["max_length"],
                            cfg.temporal_patch)
             if memory(model_cost_=c).total() <= avail:

@@ -1,7 +1,7 @@
 """Colossal-AI booster plugins by name: what each supports, and a one-line refusal before any step.
 
 The registry `PLUGINS` is the only list of plugin names (the CLI's choices and the config check read
-it). Precision works in one of two ways:
+it); a new plugin is one `PluginSpec` entry with its builder. Precision works in one of two ways:
 
 * `ddp`: fp32 weights; bf16/fp16 through torch autocast (fp16 with torch's GradScaler), so the
   optimizer, EMA and checkpoints stay fp32. Gradient clipping is ours.
@@ -14,10 +14,12 @@ it). Precision works in one of two ways:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opensora.errors import UserError
+from opensora.registry import Registry
 
 if TYPE_CHECKING:  # the CLI reads PLUGINS at start-up, before torch is worth importing
     import torch
@@ -47,20 +49,43 @@ class PluginSpec:
     precisions: tuple[str, ...]  # fp32 / bf16 / fp16 it trains in
     needs_cuda: bool
     mixed_precision_in_optimizer: bool  # the optimizer keeps fp32 masters, clips and reports the norm
+    build: Callable[[str, float], object] | None = None  # (precision, max_norm) -> the booster plugin
     refusal: str | None = None  # why this toolkit refuses the plugin, with what to use instead
 
 
-PLUGINS: dict[str, PluginSpec] = {
-    "hybrid": PluginSpec(("fp32", "bf16", "fp16"), False, True),  # HybridParallelPlugin, tp=pp=1: DP x SP
-    "ddp": PluginSpec(("fp32", "bf16", "fp16"), False, False),  # torch DDP, fp32 weights + autocast
-    "zero2": PluginSpec(("fp32", "bf16", "fp16"), True, True),  # ZeRO-2: optimizer states, gradients sharded
-    "gemini": PluginSpec((), True, True, GEMINI_REFUSAL),  # ZeRO-3 with chunked parameters
-}
+def _hybrid(precision: str, max_norm: float):
+    from colossalai.booster.plugin import HybridParallelPlugin
+
+    return HybridParallelPlugin(tp_size=1, pp_size=1, zero_stage=0, precision=precision, max_norm=max_norm,
+                                initial_scale=FP16_INITIAL_SCALE, custom_policy=_no_shard_policy(),
+                                broadcast_buffers=False)
+
+
+def _ddp(precision: str, max_norm: float):
+    from colossalai.booster.plugin import TorchDDPPlugin
+
+    return TorchDDPPlugin(broadcast_buffers=False)  # precision is ours (autocast), clipping too
+
+
+def _zero2(precision: str, max_norm: float):
+    from colossalai.booster.plugin import LowLevelZeroPlugin
+
+    return LowLevelZeroPlugin(stage=2, precision=precision, max_norm=max_norm, initial_scale=FP16_INITIAL_SCALE)
+
+
+PLUGINS: Registry[PluginSpec] = Registry("plugin", "--plugin")
+PLUGINS.add("hybrid", PluginSpec(("fp32", "bf16", "fp16"), False, True, _hybrid),
+            "HybridParallelPlugin with tp = pp = 1: data x sequence parallel")
+PLUGINS.add("ddp", PluginSpec(("fp32", "bf16", "fp16"), False, False, _ddp), "torch DDP: fp32 weights + autocast")
+PLUGINS.add("zero2", PluginSpec(("fp32", "bf16", "fp16"), True, True, _zero2),
+            "ZeRO-2: optimizer states and gradients sharded (CUDA only)")
+PLUGINS.add("gemini", PluginSpec((), True, True, None, GEMINI_REFUSAL), "ZeRO-3 with chunked parameters (refused)",
+            listed=False)
 
 
 def check_plugin(name: str, precision: str, device: torch.device) -> None:
     """Refuse a plugin x precision x device this toolkit cannot train with, in one line, before any work."""
-    spec = PLUGINS[name]
+    spec = PLUGINS.lookup(name)
     if spec.refusal:
         raise UserError(spec.refusal)
     if spec.needs_cuda and device.type != "cuda":
@@ -75,23 +100,16 @@ def check_plugin(name: str, precision: str, device: torch.device) -> None:
 
 def make_plugin(name: str, precision: str, device: torch.device, grad_clip: float):
     """The booster plugin `name` for `precision` ("fp32" | "bf16" | "fp16") on `device`."""
-    from opensora.training.distributed import quiet
+    from opensora.parallel.distributed import quiet
 
     check_plugin(name, precision, device)
     with quiet():
         from colossalai.accelerator import set_accelerator
-        from colossalai.booster.plugin import HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
-    # Colossal-AI picks its device once per process: CUDA whenever a GPU is visible, which would put
-    # a `--device cpu` run's plugin state on the GPU beside a gloo group.
-    set_accelerator("cuda" if device.type == "cuda" else "cpu")
-    max_norm = grad_clip if optimizer_clips(name, precision) else 0.0
-    if name == "ddp":
-        return TorchDDPPlugin(broadcast_buffers=False)
-    if name == "zero2":
-        return LowLevelZeroPlugin(stage=2, precision=precision, max_norm=grad_clip, initial_scale=FP16_INITIAL_SCALE)
-    return HybridParallelPlugin(tp_size=1, pp_size=1, zero_stage=0, precision=precision, max_norm=max_norm,
-                                initial_scale=FP16_INITIAL_SCALE, custom_policy=_no_shard_policy(),
-                                broadcast_buffers=False)
+
+        # Colossal-AI picks its device once per process: CUDA whenever a GPU is visible, which would
+        # put a `--device cpu` run's plugin state on the GPU beside a gloo group.
+        set_accelerator("cuda" if device.type == "cuda" else "cpu")
+        return PLUGINS[name].build(precision, grad_clip if optimizer_clips(name, precision) else 0.0)
 
 
 def keeps_masters(name: str, precision: str) -> bool:

@@ -1,11 +1,11 @@
-"""The training loop: Colossal-AI booster, bucketed data, EMA, exact-resume checkpoints, logs."""
+"""Training: a `Trainer` builds the run (data, model, EMA, optimizer, booster), then its loop composes a
+train step, the metrics logger (`metrics.py`) and the checkpointer (`checkpointer.py`)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -15,28 +15,37 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from opensora.checkpoint import checkpoint_problem, checkpoints_of, is_checkpoint, load_dit, save_model_dir
+from opensora.checkpoint import checkpoint_problem, is_checkpoint, load_dit
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import PRECISION_NAMES, resolve_dtype
-from opensora.diffusion.gaussian import DiffusionConfig, diffusion_loss, train_scheduler
-from opensora.errors import OpenSoraError, OpenSoraWarning, UserError
-from opensora.fsutil import DirectoryLock, share_tree
-from opensora.parallel.dims import ParallelDims
-from opensora.progress import ProgressEvent, ProgressFn, no_progress
+from opensora.diffusion.ddpm import DiffusionConfig, diffusion_loss, train_scheduler
+from opensora.errors import OpenSoraError, UserError
+from opensora.fsutil import DirectoryLock
+from opensora.parallel.distributed import quiet, shutdown
+from opensora.parallel.parallelize import init_parallel, parallelize
+from opensora.progress import ProgressFn, no_progress
+from opensora.training.checkpointer import Checkpointer, resolve_resume
 from opensora.training.config import TrainConfig, data_identity, resume_differences
 from opensora.training.data import DataPosition, crop_to_patch, make_loader, plan_dataset
-from opensora.training.distributed import DistEnv, init_distributed, quiet, shutdown
-from opensora.training.plugins import check_plugin, keeps_masters, make_plugin, optimizer_clips
+from opensora.training.metrics import MetricsLogger
+from opensora.training.plugins import check_plugin, make_plugin, optimizer_clips
 from opensora.training.precision import (
     TorchAmp,
     colossal_scaler,
     colossal_step_skipped,
     grad_norm,
-    load_scaler_state,
-    master_params,
-    scaler_state,
 )
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports."""
+
+    loss: float  # the global batch's mean loss
+    grad_norm: float | None  # None: skipped, or not measured by the plugin
+    skipped: bool  # the fp16 loss scaler skipped it
+    samples: int
 
 
 @dataclass
@@ -51,30 +60,6 @@ class TrainSummary:
     last_checkpoint: Path | None = None
     world_size: int = 1
     skipped_steps: int = 0  # fp16 steps the loss scaler skipped (inf/NaN gradients)
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from: None, the newest of `run_dir` ("auto"), or a given one."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        ckpts = checkpoints_of(run_dir) if run_dir.is_dir() else []
-        for ckpt in reversed(ckpts):  # a damaged newest checkpoint falls back to the previous good one
-            problem = checkpoint_problem(ckpt, training=True)
-            if problem is None:
-                return ckpt
-            warnings.warn(f"skipping {ckpt}: {problem}; resuming from an earlier checkpoint", OpenSoraWarning,
-                          stacklevel=2)
-        if ckpts:
-            raise UserError(f"--resume auto: every checkpoint of {run_dir} is damaged; start a new run (another --run-dir)")
-        return None
-    p = Path(resume)
-    if not (p / "trainer_state.json").exists():
-        raise UserError(f"--resume {resume}: not a training checkpoint (no trainer_state.json); pass RUN/ckpt-N or auto")
-    problem = checkpoint_problem(p, training=True)
-    if problem:
-        raise UserError(f"--resume {resume}: {problem}; pass an earlier checkpoint or --resume auto")
-    return p
 
 
 OOM_FIXES = "try --grad-checkpoint, a smaller --batch-size, --sp N or re-encoding with a smaller --max-frames/--resolution"
@@ -115,14 +100,16 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, progress: ProgressFn = no_progress):
         cfg.validate()
         self.cfg, self.progress = cfg, progress
-        self.env: DistEnv = init_distributed(cfg.device, cfg.pg_timeout)
+        self.env, self.dims = init_parallel(cfg.device, cfg.sp, cfg.sp_size, cfg.pg_timeout)
+        if cfg.sp != "none" and self.env.world_size == 1:
+            raise UserError(f"--sp {cfg.sp} splits each video's sequence over processes, and this is one process; "
+                            "pass --nproc N (N >= 2), run under torchrun, or drop --sp")
         self.is_main = self.env.rank == 0
-        self.dims = ParallelDims(self.env.world_size, cfg.sp_size, cfg.sp, self.env.rank)
-        self.dims.build_groups()
-        self.run_dir = Path(cfg.run_dir)
+        self.run_dir = Path(broadcast(cfg.run_dir))  # every rank writes into rank 0's run directory
+        cfg.run_dir = str(self.run_dir)
         if cfg.batch_size % self.dims.dp_size:
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the data-parallel size "
-                            f"{self.dims.dp_size} (world {self.env.world_size} / sp {cfg.sp_size})")
+                            f"{self.dims.dp_size} (world {self.env.world_size} / sp {self.dims.sp_size})")
         self.dtype = resolve_dtype(cfg.precision, self.env.device)
         self.precision = PRECISION_NAMES[self.dtype]
         check_plugin(cfg.plugin, self.precision, self.env.device)  # before any data or model is loaded
@@ -132,11 +119,7 @@ class Trainer:
         # ddp trains fp32 weights under autocast; the other plugins cast the model themselves.
         self.amp = TorchAmp(self.dtype if cfg.plugin == "ddp" else torch.float32, self.env.device)
         self.skipped_steps = 0
-
-    def _broadcast(self, obj):
-        objs = [obj]
-        dist.broadcast_object_list(objs, src=0)
-        return objs[0]
+        self.checkpointer = Checkpointer(self)
 
     def setup(self) -> None:
         """Data, model, EMA, optimizer, booster; then resume if asked."""
@@ -175,12 +158,6 @@ class Trainer:
         self.patch = tuple(model.patch_size)
         self.plan = plan_dataset(self.data, self.patch, cfg.batch_size, self.dims.dp_size, cfg.max_tokens_per_batch)
         self.global_batch_of = self.plan.global_batch_of()
-        if cfg.grad_checkpoint:
-            model.enable_gradient_checkpointing()
-        if self.dims.sp_enabled:
-            from opensora.parallel.parallelize import apply_sequence_parallel
-
-            apply_sequence_parallel(model, self.dims)
         self.ema = ema.to(dev).requires_grad_(False).eval()
         self.diffusion = DiffusionConfig(prediction_type=cfg.prediction_type, cfg_dropout=cfg.cfg_dropout)
         self.scheduler = train_scheduler(self.diffusion)
@@ -189,13 +166,13 @@ class Trainer:
         with quiet():
             from colossalai.booster import Booster
 
-            self.plugin = make_plugin(cfg.plugin, self.precision, dev, cfg.grad_clip)
-            self.booster = Booster(plugin=self.plugin)
-            self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(
-                model.to(dev), optimizer, lr_scheduler=lr_scheduler)
+            self.booster = Booster(plugin=make_plugin(cfg.plugin, self.precision, dev, cfg.grad_clip))
+        self.model, self.optimizer, self.lr_scheduler = parallelize(
+            model.to(dev), self.dims, grad_checkpoint=cfg.grad_checkpoint, booster=self.booster, optimizer=optimizer,
+            lr_scheduler=lr_scheduler)
         self.step, self.position = 0, DataPosition()
         if self.resume_from is not None:
-            self._load_state(self.resume_from)
+            self.checkpointer.load(self.resume_from)
 
     def _check_resumable(self, ckpt: Path, manifest: dict) -> None:
         """One line listing every setting that would change what the checkpoint means."""
@@ -209,7 +186,7 @@ class Trainer:
 
     def _optimizer(self, model):
         params = [p for p in model.parameters() if p.requires_grad]
-        # torch's AdamW: fused on CUDA (one kernel for all parameters, nothing to build), foreach on CPU.
+        # torch's AdamW: fused on CUDA (one kernel for all parameters, nothing to build), its default on the CPU.
         # Colossal-AI's HybridAdam would JIT-build two kernels (about 85 s) on every fresh machine.
         return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
                                  fused=self.env.device.type == "cuda")
@@ -226,146 +203,6 @@ class Trainer:
                             f"{text['max_length']}x{text['dim']} ({text['path']})")
         if problems:
             raise UserError("; ".join(problems) + "; encode the data with the model's settings or train a new model")
-
-    # ---------------------------------------------------------------- checkpoints
-    def _meta(self) -> dict:
-        m = self.data.manifest
-        return {"format": "opensora-checkpoint", "model_name": self.cfg.model, "step": self.step,
-                "compression": m["compression"], "text_encoder": m["text_encoder"], "stride": m["stride"],
-                "diffusion": self.diffusion.to_dict(), "train_config": self.cfg.to_dict(),
-                "data": data_identity(m),
-                "world_size": self.env.world_size}
-
-    def save_checkpoint(self) -> Path:
-        """Write RUN/ckpt-NNNNNNN atomically (every rank takes part); prune to --keep."""
-        tmp = self.run_dir / f".ckpt-{self.step:07d}.tmp"
-        try:
-            return self._save_checkpoint(tmp)
-        except BaseException as e:
-            if self.is_main:
-                shutil.rmtree(tmp, ignore_errors=True)  # a full disk or a Ctrl-C leaves no half checkpoint
-            if isinstance(e, OSError):
-                raise OpenSoraError(f"cannot write the checkpoint of step {self.step} in {self.run_dir} ({e.strerror or e}); "
-                                    "free some space, then continue with --resume auto") from None
-            raise
-
-    def _save_checkpoint(self, tmp: Path) -> Path:
-        final = self.run_dir / f"ckpt-{self.step:07d}"
-        if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        dist.barrier()
-        if self.is_main:
-            save_model_dir(tmp, self.model.unwrap(), self._meta(), ema=self.ema)
-        # Before the first successful step (every fp16 step skipped so far) the optimizer has no state,
-        # which Colossal-AI's ZeRO cannot save; a fresh optimizer is then exactly what resume needs.
-        has_state = self._optimizer_has_state()
-        if has_state:
-            # TorchDDPPlugin cannot load its own sharded optimizer files on the CPU: save those whole.
-            self.booster.save_optimizer(self.optimizer, str(tmp / "optimizer"), shard=self.cfg.plugin != "ddp")
-        from safetensors.torch import save_file
-
-        rank = f"rank{self.env.rank:05d}"
-        rng = {"torch_cpu": torch.get_rng_state()}  # the loss's draws come from per-sample seeds
-        if self.env.device.type == "cuda":
-            rng["torch_cuda"] = torch.cuda.get_rng_state(self.env.device)
-        save_file(rng, tmp / f"rng-{rank}.safetensors")
-        if self._saves_masters():
-            # The fp32 masters (ZeRO: this rank's shards): the saved model holds the 16-bit working
-            # weights, and masters rebuilt from those would not continue the run exactly.
-            save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(master_params(self.optimizer))},
-                      tmp / f"master-{rank}.safetensors")
-        dist.barrier()
-        if self.is_main:
-            sched = {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
-            state = {"step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
-                     "world_size": self.env.world_size, "dp_size": self.dims.dp_size, "sp_size": self.dims.sp_size,
-                     "global_batch_of": [[list(k), v] for k, v in sorted(self.global_batch_of.items())],
-                     "lr_scheduler": sched, "seed": self.cfg.seed, "optimizer_state": has_state,
-                     "plugin": self.cfg.plugin, "precision": self.precision,
-                     "skipped_steps": self.skipped_steps, "loss_scaler": self._scaler_state()}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            share_tree(tmp)
-            _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # the checkpoint appears whole, or the previous one stays the newest
-            for old in checkpoints_of(self.run_dir)[: -self.cfg.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()
-        return final
-
-    def _load_state(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        relayout = (state["world_size"], state["sp_size"]) != (self.env.world_size, self.dims.sp_size)
-        if relayout and (self.cfg.plugin == "zero2" or "global_batch_of" not in state):
-            n = state["world_size"]
-            why = ("zero2 keeps per-rank shards of the fp32 weights" if self.cfg.plugin == "zero2"
-                   else "it predates layout-independent data order")
-            raise UserError(f"--resume {ckpt} was saved by {n} process{'es' if n != 1 else ''} (sp {state['sp_size']}) "
-                            f"and cannot continue on another layout ({why}); resume with the same --nproc/--sp-size")
-        if "global_batch_of" in state:  # the data order of the run, whatever the layout is now
-            self.global_batch_of = {tuple(k): v for k, v in state["global_batch_of"]}
-        saved = (state.get("plugin", self.cfg.plugin), state.get("precision", self.precision))
-        if saved != (self.cfg.plugin, self.precision):
-            raise UserError(f"--resume {ckpt} was trained with --plugin {saved[0]} --precision {saved[1]}; "
-                            f"resume with those to continue exactly")
-        if state.get("optimizer_state", True):
-            import pickle
-
-            try:  # Colossal-AI calls torch.load, whose default (torch >= 2.6) refuses pickled code
-                self.booster.load_optimizer(self.optimizer, str(ckpt / "optimizer"))
-            except pickle.UnpicklingError as e:
-                raise UserError(f"--resume {ckpt}: the optimizer state holds more than tensors and was not loaded "
-                                f"({str(e).splitlines()[0][:100]}); resume only checkpoints you trust, or start "
-                                "a new run") from None
-            _steps_to_param_device(getattr(self.optimizer, "optim", self.optimizer))
-        rank = f"rank{self.env.rank:05d}"
-        if self._saves_masters():
-            # hybrid keeps whole masters on every rank: another layout reads rank 0's (zero2 was refused above)
-            own = ckpt / f"master-{rank}.safetensors"
-            masters = load_file(own if own.exists() else ckpt / "master-rank00000.safetensors")
-            with torch.no_grad():
-                for i, p in enumerate(master_params(self.optimizer)):
-                    p.copy_(masters[str(i)])
-        self._load_scaler_state(state.get("loss_scaler") or {})
-        self.skipped_steps = state.get("skipped_steps", 0)
-        self.lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None]})
-        # --lr may change on resume: the schedule continues from the new peak (the saved state holds the old)
-        factor = self.lr_scheduler.lr_lambdas[0](self.lr_scheduler.last_epoch)
-        self.lr_scheduler.base_lrs = [self.cfg.lr] * len(self.lr_scheduler.base_lrs)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
-        self.step = state["step"]
-        self.position = DataPosition(state["epoch"], state["batch"])
-        rng_file = ckpt / f"rng-{rank}.safetensors"
-        rng = load_file(rng_file if rng_file.exists() else ckpt / "rng-rank00000.safetensors")
-        torch.set_rng_state(rng["torch_cpu"])
-        if "torch_cuda" in rng and self.env.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["torch_cuda"], self.env.device)
-
-    def _optimizer_has_state(self) -> bool:
-        inner = getattr(self.optimizer, "optim", self.optimizer)
-        has = torch.tensor([float(len(inner.state) > 0)], device=self.env.device)
-        dist.all_reduce(has, op=dist.ReduceOp.MIN)  # every rank saves, or none
-        return bool(has.item() > 0)
-
-    def _saves_masters(self) -> bool:
-        # fp32 plugins have no separate masters (zero2's fp32 shards are copies of the saved model).
-        return keeps_masters(self.cfg.plugin, self.precision)
-
-    def _scaler_state(self) -> dict:
-        scaler = colossal_scaler(self.optimizer)
-        return scaler_state(scaler) if scaler is not None else self.amp.state_dict()
-
-    def _load_scaler_state(self, state: dict) -> None:
-        scaler = colossal_scaler(self.optimizer)
-        if scaler is not None and state:
-            load_scaler_state(scaler, state)
-        else:
-            self.amp.load_state_dict(state)
 
     def _optimizer_step(self, params) -> tuple[float | None, bool]:
         """Clip, step and zero the gradients; (global gradient norm or None, whether the step was skipped)."""
@@ -405,139 +242,102 @@ class Trainer:
                 yield batch
             self.position = DataPosition(self.position.epoch + 1, 0)
 
+    def train_step(self, batch: dict, params: list) -> StepResult:
+        """One optimizer step on `batch`: loss, backward, clip, step, EMA; the loss averaged over every rank."""
+        cfg, dev = self.cfg, self.env.device
+        x0 = crop_to_patch(self.compressor.to_diffusion(batch["video"].to(dev)), self.patch)
+        try:
+            with self.amp.autocast():
+                # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
+                loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
+                                      self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
+                                      batch["global_batch"] / self.dims.dp_size)
+            self.booster.backward(self.amp.scale(loss), self.optimizer)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not out_of_memory(e):
+                raise
+            shape = "x".join(map(str, x0.shape[2:]))
+            raise OpenSoraError(f"out of memory at step {self.step + 1} on a {len(x0)} x {shape} latent batch; "
+                                f"see `opensora train --plan` and {OOM_FIXES}") from None
+        norm, skipped = self._optimizer_step(params)
+        if skipped:
+            self.skipped_steps += 1
+        else:
+            with torch.no_grad():
+                decay = ema_decay_at(cfg.ema_decay, self.step)
+                torch._foreach_lerp_(list(self.ema.parameters()), [p.detach().float() for p in params], 1 - decay)
+        self.step += 1
+        logged = loss.detach().float().clone()
+        dist.all_reduce(logged)  # each sequence-parallel group's share, once per rank of the group
+        logged = logged.item() / self.env.world_size
+        if not math.isfinite(logged):
+            raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
+        return StepResult(logged, norm, skipped, int(batch["global_batch"]))
+
     def train(self) -> TrainSummary:
         """Run until --steps, checkpointing every --ckpt-every and at the end."""
         cfg = self.cfg
-        summary = TrainSummary(self.run_dir, self.step, cfg.steps, world_size=self.env.world_size)
-        metrics = self.run_dir / "metrics.jsonl"
-        writer = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            _truncate_metrics(metrics, self.step)  # steps after the checkpoint are redone
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events at and after it: the checkpoint's own step was logged and stays
-            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
-        self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps"))
+        metrics = MetricsLogger(self.run_dir, self.step, cfg.steps, self.progress, enabled=self.is_main)
         watchdog = None
         if self.env.world_size > 1:
             from opensora.training.watchdog import Watchdog
 
             watchdog = Watchdog(self.run_dir, self.env.rank, self.env.world_size, cfg.hang_timeout).start(self.step)
         try:
-            return self._loop(summary, metrics, writer, watchdog)
+            summary = self._loop(metrics, watchdog)
         finally:
             if watchdog is not None:
                 watchdog.stop()
+        metrics.close({"start_step": summary.start_step, "steps": self.step, "samples_per_s": summary.samples_per_s,
+                       "last_loss": summary.losses[-1] if summary.losses else None, "world_size": self.env.world_size,
+                       "last_checkpoint": str(summary.last_checkpoint), "skipped_steps": self.skipped_steps})
+        return summary
 
-    def _loop(self, summary: TrainSummary, metrics: Path, writer, watchdog) -> TrainSummary:
-        cfg, dev = self.cfg, self.env.device
+    def _loop(self, metrics: MetricsLogger, watchdog) -> TrainSummary:
+        """The steps: a train step, its metrics, a checkpoint when due."""
+        cfg = self.cfg
+        summary = TrainSummary(self.run_dir, self.step, cfg.steps, world_size=self.env.world_size)
         params = [p for p in self.model.unwrap().parameters() if p.requires_grad]
-        ema_params = [p for p in self.ema.parameters()]
         t_start, n_samples = time.perf_counter(), 0
         batches = self._batches()
         self.model.train()
         while self.step < cfg.steps:
             t0 = time.perf_counter()
-            batch = next(batches)
-            x0 = crop_to_patch(self.compressor.to_diffusion(batch["video"].to(dev)), self.patch)
-            try:
-                with self.amp.autocast():
-                    # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
-                    loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                          self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
-                                          batch["global_batch"] / self.dims.dp_size)
-                self.booster.backward(self.amp.scale(loss), self.optimizer)
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not out_of_memory(e):
-                    raise
-                shape = "x".join(map(str, x0.shape[2:]))
-                raise OpenSoraError(f"out of memory at step {self.step + 1} on a {len(x0)} x {shape} latent batch; "
-                                    f"see `opensora train --plan` and {OOM_FIXES}") from None
-            norm, skipped = self._optimizer_step(params)
-            if skipped:
-                self.skipped_steps += 1
-            else:
-                with torch.no_grad():
-                    decay = ema_decay_at(cfg.ema_decay, self.step)
-                    torch._foreach_lerp_(ema_params, [p.detach().float() for p in params], 1 - decay)
-            self.step += 1
+            r = self.train_step(next(batches), params)
             if watchdog is not None:
                 watchdog.beat(self.step)
-            logged = loss.detach().float().clone()
-            dist.all_reduce(logged)  # each sequence-parallel group's share, once per rank of the group
-            logged, step_samples = logged.item() / self.env.world_size, int(batch["global_batch"])
-            if not math.isfinite(logged):
-                raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
             dt = time.perf_counter() - t0
-            n_samples += step_samples
-            summary.losses.append(logged)
+            n_samples += r.samples
+            summary.losses.append(r.loss)
             if self.is_main:
-                lr = self.lr_scheduler.get_last_lr()[0]
-                rec = {"step": self.step, "loss": logged, "lr": lr, "samples": step_samples,
-                       "samples_per_s": step_samples / dt}
-                if norm is not None:  # a skipped step, or a plugin that does not measure it: absent
-                    rec["grad_norm"] = norm
+                rec = {"loss": r.loss, "lr": self.lr_scheduler.get_last_lr()[0], "samples": r.samples,
+                       "samples_per_s": r.samples / dt}
+                if r.grad_norm is not None:  # a skipped step, or a plugin that does not measure it: absent
+                    rec["grad_norm"] = r.grad_norm
                 scale = self.loss_scale()
                 if scale is not None:
-                    rec.update(loss_scale=scale, skipped=skipped, skipped_steps=self.skipped_steps)
-                with open(metrics, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                for k, v in rec.items():
-                    if k != "step":
-                        writer.add_scalar(f"train/{k}", float(v), self.step)
-                info = {"loss": logged, "samples/s": step_samples / dt}
-                if self.skipped_steps:
-                    info["skipped"] = self.skipped_steps
-                self.progress(ProgressEvent("train", self.step, cfg.steps, unit="steps", info=info))
+                    rec.update(loss_scale=scale, skipped=r.skipped, skipped_steps=self.skipped_steps)
+                info = {"loss": r.loss, "samples/s": r.samples / dt, **({"skipped": self.skipped_steps}
+                                                                         if self.skipped_steps else {})}
+                metrics.log(self.step, rec, info)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                summary.last_checkpoint = self.save_checkpoint()
+                summary.last_checkpoint = self.checkpointer.save()
         summary.samples_per_s = n_samples / max(time.perf_counter() - t_start, 1e-9)
         summary.skipped_steps = self.skipped_steps
         batches.close()  # stops the persistent data workers
-        if writer is not None:
-            writer.close()
-            (self.run_dir / "summary.json").write_text(json.dumps({
-                "start_step": summary.start_step, "steps": self.step, "samples_per_s": summary.samples_per_s,
-                "last_loss": summary.losses[-1] if summary.losses else None, "world_size": self.env.world_size,
-                "last_checkpoint": str(summary.last_checkpoint), "skipped_steps": self.skipped_steps}, indent=2))
         return summary
 
 
-def _steps_to_param_device(optimizer: torch.optim.Optimizer) -> None:
-    """Put Adam's step counters where torch's fused kernel wants them (on the parameter's device).
-
-    torch's own load_state_dict does this; Colossal-AI's checkpoint IO fills the state itself and
-    leaves them on the CPU, which fused AdamW refuses ("state_steps is on cpu").
-    """
-    if not optimizer.defaults.get("fused"):
-        return
-    for param, state in optimizer.state.items():
-        if torch.is_tensor(state.get("step")):
-            state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records up to `step`; a line torn by a kill (the last one) is dropped, not fatal."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("step", step + 1) <= step:
-            keep.append(line)
-    path.write_text("".join(x + "\n" for x in keep))
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in root.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
+def broadcast(obj):
+    """Rank 0's `obj` on every rank (itself in a one-process job)."""
+    if dist.get_world_size() == 1:
+        return obj
+    objs = [obj]
+    dist.broadcast_object_list(objs, src=0)
+    return objs[0]
 
 
 def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
@@ -545,9 +345,6 @@ def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
     lock, created = None, False
     try:
         trainer = Trainer(cfg, progress)
-        if trainer.env.world_size > 1:  # every rank must use rank 0's run directory
-            trainer.run_dir = Path(trainer._broadcast(str(trainer.run_dir)))
-            trainer.cfg.run_dir = str(trainer.run_dir)
         refusal = None
         if trainer.is_main:  # one run per directory: a second `train` into it is refused
             created = not trainer.run_dir.exists()
@@ -555,8 +352,7 @@ def train(cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainSummary:
                 lock = DirectoryLock(trainer.run_dir, "--run-dir").__enter__()
             except UserError as e:
                 refusal = str(e)
-        if trainer.env.world_size > 1:
-            refusal = trainer._broadcast(refusal)
+        refusal = broadcast(refusal)
         if refusal:
             raise UserError(refusal)
         try:

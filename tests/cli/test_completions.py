@@ -35,7 +35,7 @@ def test_completion_lists_commands_and_options():
     ("opensora train --condition ", ["adaln", "cross-attn", "token-concat"]),
     ("opensora train --sp ", ["none", "ulysses", "fastseq"]),
     ("opensora data encode --compression ", ["raw", "vqvae", "sdvae"]),
-    ("opensora config set train.m", ["train.model"]),
+    ("opensora config set train.mo", ["train.model"]),
 ])
 def test_values_complete_from_the_registries(words, expected):
     cword = len(words.split()) - (0 if words.endswith(" ") else 1)

@@ -77,6 +77,8 @@ def test_bad_compression_and_paths(tmp_path):
 
 
 def test_size_check_suggests_nearest(tiny_vqvae):
+    from opensora.compression.base import check_multiples
+
     c = load_compressor("vqvae", str(tiny_vqvae))
     with pytest.raises(UserError, match=r"--height 30 is not a multiple of 4.*try 28 or 32"):
-        c.check_video_size(8, 30, 32)
+        check_multiples((8, 30, 32), c.stride, ("--frames", "--height", "--width"), "vqvae compression")

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from opensora.data.shapes import (
+from opensora.data.video import probe_video, read_video
+from opensora.data.world import (
     COLOURS,
     DIRECTIONS,
     HELD_OUT,
@@ -17,7 +18,6 @@ from opensora.data.shapes import (
     judge_video,
     render_clip,
 )
-from opensora.data.video import probe_video, read_video
 
 
 def test_world_is_reproducible_and_in_msrvtt_layout(tmp_path):

@@ -82,4 +82,4 @@ def test_one_loader_serves_every_epoch_with_persistent_workers(encoded_dataset):
         for batch, rows in zip(got, expected):
             assert torch.equal(batch["video"], torch.stack([torch.from_numpy(data[r]["video"].copy()) for r, *_ in rows]))
             assert batch["seeds"] == [seed for _, _, seed, _ in rows] and batch["global_batch"] == 2
-    assert loader._iterator is not None and loader._iterator._persistent_workers
+    assert loader.persistent_workers  # the same worker processes served all three epochs

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,8 +17,9 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> None:
-    """Run `opensora ARGV` in `nproc` local processes; if one dies the agent stops the others."""
+def launch_local(nproc: int, entry: list[str], monitor_interval: float = 0.5) -> None:
+    """Run the command `entry` (an executable and its arguments) in `nproc` local processes; if one dies
+    the agent stops the others. Workers find their rank in torchrun's environment variables."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -34,10 +34,6 @@ def launch_local(nproc: int, argv: list[str], monitor_interval: float = 0.5) -> 
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    # `python -c` puts the current directory first on the import path: run from the parent of a clone
-    # (which holds a folder named opensora/), workers would import that folder instead of the package.
-    code = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; from opensora_cli.main import run; run()"
-    entry = [sys.executable, "-c", code, *argv]
     import tempfile
 
     from opensora.training.watchdog import EXIT_CODE, REPORT_ENV

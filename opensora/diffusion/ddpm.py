@@ -1,4 +1,4 @@
-"""DDPM training objective and DDIM / DPM-Solver++ sampling, on diffusers schedulers.
+"""The DDPM objective (epsilon or v prediction) and DDIM / DPM-Solver++ sampling, on diffusers' schedulers.
 
 Never imported by the model code; the model is any callable
 model(x, timestep, text, text_mask, drop_text) -> prediction.
@@ -13,8 +13,27 @@ import torch.nn.functional as F
 
 from opensora.errors import UserError
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
+from opensora.registry import Registry
 
-SAMPLERS = ("ddim", "dpm")
+OBJECTIVES: Registry[str] = Registry("objective", "--prediction")  # name -> diffusers' prediction_type
+OBJECTIVES.add("epsilon", "epsilon", "predict the noise (DDPM)")
+OBJECTIVES.add("v_prediction", "v_prediction", "predict v = alpha * noise - sigma * x0 (progressive distillation)")
+
+SAMPLERS: Registry = Registry("sampler", "--sampler")  # name -> factory(DiffusionConfig) -> diffusers scheduler
+
+
+@SAMPLERS.register("ddim", "DDIM, eta 0 (deterministic)")
+def _ddim(diffusion: DiffusionConfig):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**diffusion.scheduler_config(), clip_sample=False, set_alpha_to_one=False)
+
+
+@SAMPLERS.register("dpm", "DPM-Solver++ (multistep, 2nd order)")
+def _dpm(diffusion: DiffusionConfig):
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(**diffusion.scheduler_config(), algorithm_type="dpmsolver++", solver_order=2)
 
 
 @dataclass
@@ -38,32 +57,32 @@ class DiffusionConfig:
         return asdict(self)
 
 
-def train_scheduler(cfg: DiffusionConfig):
+def train_scheduler(diffusion: DiffusionConfig):
     """The DDPM scheduler that noises training samples."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**cfg.scheduler_config(), clip_sample=False)
+    return DDPMScheduler(**diffusion.scheduler_config(), clip_sample=False)
 
 
-def _draws(cfg: DiffusionConfig, shape: tuple[int, ...], randomness) -> tuple[torch.Tensor, ...]:
+def _draws(diffusion: DiffusionConfig, shape: tuple[int, ...], randomness) -> tuple[torch.Tensor, ...]:
     """Timesteps (B,), noise (B, ...) and text-dropout flags (B,) from a generator or per-sample seeds."""
     if isinstance(randomness, torch.Generator):
         B = shape[0]
-        t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=randomness)
+        t = torch.randint(0, diffusion.num_train_timesteps, (B,), generator=randomness)
         noise = torch.randn(shape, generator=randomness, dtype=torch.float32)
-        drop = torch.rand(B, generator=randomness) < cfg.cfg_dropout
+        drop = torch.rand(B, generator=randomness) < diffusion.cfg_dropout
         return t, noise, drop
     ts, noises, drops = [], [], []
     for seed in randomness:  # one generator per sample: the same draws whichever rank holds it
         g = torch.Generator().manual_seed(int(seed))
-        ts.append(torch.randint(0, cfg.num_train_timesteps, (1,), generator=g))
+        ts.append(torch.randint(0, diffusion.num_train_timesteps, (1,), generator=g))
         noises.append(torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32))
-        drops.append(torch.rand(1, generator=g) < cfg.cfg_dropout)
+        drops.append(torch.rand(1, generator=g) < diffusion.cfg_dropout)
     return torch.cat(ts), torch.cat(noises), torch.cat(drops)
 
 
 def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
-                   cfg: DiffusionConfig, scheduler, randomness, weights: torch.Tensor | None = None,
+                   diffusion: DiffusionConfig, scheduler, randomness, weights: torch.Tensor | None = None,
                    total: float | None = None) -> torch.Tensor:
     """Mean squared error of the model's epsilon (or v) prediction at random timesteps.
 
@@ -72,11 +91,11 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
     (B,) the result is sum(weight x per-sample loss) / `total` (the global batch's weight), which
     summed over data-parallel ranks is the global batch's mean however the batch was dealt.
     """
-    t, noise, drop = _draws(cfg, tuple(x0.shape), randomness)
+    t, noise, drop = _draws(diffusion, tuple(x0.shape), randomness)
     t, noise, drop = t.to(x0.device), noise.to(x0.device), drop.to(x0.device)
     x0 = x0.float()
     xt = scheduler.add_noise(x0, noise, t)
-    target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    target = noise if diffusion.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
     dtype = next(model.parameters()).dtype
     pred = model(xt.to(dtype), t, text.to(dtype), text_mask, drop)
     if weights is None:
@@ -85,15 +104,9 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
     return (per_sample * weights.to(per_sample.device)).sum() / total
 
 
-def sampling_scheduler(name: str, cfg: DiffusionConfig):
-    """DDIM (eta 0, deterministic) or DPM-Solver++ (multistep, 2nd order)."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    if name == "ddim":
-        return DDIMScheduler(**cfg.scheduler_config(), clip_sample=False, set_alpha_to_one=False)
-    if name == "dpm":
-        return DPMSolverMultistepScheduler(**cfg.scheduler_config(), algorithm_type="dpmsolver++", solver_order=2)
-    raise UserError(f"--sampler {name!r} is not one of {', '.join(SAMPLERS)}")
+def sampling_scheduler(name: str, diffusion: DiffusionConfig):
+    """The diffusers scheduler of sampler `name` (see SAMPLERS)."""
+    return SAMPLERS.lookup(name)(diffusion)
 
 
 @torch.no_grad()
@@ -102,7 +115,7 @@ def sample_latents(
     shape: tuple[int, ...],
     text: torch.Tensor,
     text_mask: torch.Tensor | None,
-    cfg: DiffusionConfig,
+    diffusion: DiffusionConfig,
     steps: int = 50,
     sampler: str = "ddim",
     cfg_scale: float = 4.0,
@@ -119,7 +132,7 @@ def sample_latents(
         raise UserError(f"--steps {steps} must be at least 1")
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    scheduler = sampling_scheduler(sampler, cfg)
+    scheduler = sampling_scheduler(sampler, diffusion)
     scheduler.set_timesteps(steps)
     x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device) * scheduler.init_noise_sigma
     text = text.to(device, dtype)
