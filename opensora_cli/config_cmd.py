@@ -69,5 +69,9 @@ def keys() -> None:
 
     [bold]Example[/bold]: opensora config keys
     """
-    rows = [(k, key.type.__name__, key.shown_default, key.flag, key.help) for k, key in schema().items()]
+    from opensora_cli.options import COMMAND_SECTIONS
+
+    flagged = set(COMMAND_SECTIONS.values())  # paths.home has no flag ($OPENSORA_HOME or the file)
+    rows = [(k, key.type.__name__, key.shown_default, key.flag if k.split(".")[0] in flagged else "-", key.help)
+            for k, key in schema().items()]
     console.print(table("config keys", rows, ("key", "type", "default", "flag", "meaning")))

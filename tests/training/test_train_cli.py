@@ -125,13 +125,13 @@ def test_channel_mismatch_is_one_line_before_any_step(tmp_path, encoded_dataset,
 
 CRASH_IN_SAVE = """
 import os, sys
-import opensora.training.trainer as trainer
-original = trainer.save_model_dir
+import opensora.training.checkpointer as checkpointer
+original = checkpointer.save_model_dir
 def crash_mid_save(directory, *args, **kwargs):
     original(directory, *args, **kwargs)
     if "0000006" in str(directory):
         os._exit(9)  # the process dies with the new checkpoint half written
-trainer.save_model_dir = crash_mid_save
+checkpointer.save_model_dir = crash_mid_save
 from opensora_cli.main import run
 sys.argv = ["opensora", *sys.argv[1:]]
 run()
