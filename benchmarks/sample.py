@@ -14,7 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_time, print_table  # noqa: E402
-from opensora.diffusion.ddpm import DiffusionConfig, sample_latents  # noqa: E402
+from opensora.diffusion import DiffusionConfig  # noqa: E402
+from opensora.diffusion.sampling import sample_latents  # noqa: E402
 from opensora.models.presets import create_model  # noqa: E402
 
 

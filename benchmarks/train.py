@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_time, print_table  # noqa: E402
 from opensora.data.dataset import EncodedDataset  # noqa: E402
-from opensora.diffusion.ddpm import DiffusionConfig, diffusion_loss, train_scheduler  # noqa: E402
+from opensora.diffusion import DiffusionConfig  # noqa: E402
+from opensora.diffusion.ddpm import diffusion_loss, train_scheduler  # noqa: E402
 from opensora.models.presets import create_model  # noqa: E402
 from opensora.parallel.distributed import share_cpu_threads  # noqa: E402
 

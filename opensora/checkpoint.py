@@ -137,7 +137,9 @@ def describe_checkpoint(path: Path) -> dict:
         "ema": (Path(path) / "ema").is_dir(),
         "latent_channels": model_cfg.get("in_channels"),
         "patch_size": model_cfg.get("patch_size"),
-        "prediction_type": (meta.get("diffusion") or {}).get("prediction_type"),
+        "objective": (meta.get("diffusion") or {}).get("objective", "ddpm"),
+        "prediction_type": (meta.get("diffusion") or {}).get("prediction_type")  # ddpm's alone
+        if (meta.get("diffusion") or {}).get("objective", "ddpm") == "ddpm" else None,
         "config": meta.get("train_config", {}),
     }
 

@@ -31,15 +31,16 @@ class DemoConfig:
                                              shown="3, or 1 with --quick")
     quick: bool = setting(False, "A tiny run (a minute): checks the pipeline, learns little.")
     seed: int = setting(0, "Seed of the world, training and sampling.", ge=0)
+    objective: str = setting("ddpm", "Training objective.", choices="opensora.diffusion:OBJECTIVES")
     model: str = "DiT/T-4"
     temporal_patch: int = 2
     condition: str = "adaln"  # global colour and motion are what adaLN modulation carries best
-    prediction: str = "v_prediction"
+    prediction: str = "v_prediction"  # ddpm's
     batch_size: int = 16
     lr: float = 2e-3
     lr_schedule: str = "constant"
     ema_decay: float = 0.995
-    sample_steps: int | None = None  # 25, or 5 with --quick
+    sample_steps: int | None = None  # ddpm 25, rflow 10; 5 with --quick
     cfg_scale: float = 4.0
     height: int = 16
     width: int = 16
@@ -53,7 +54,7 @@ class DemoConfig:
         if self.samples_per_prompt is None:
             self.samples_per_prompt = 1 if self.quick else 3
         if self.sample_steps is None:
-            self.sample_steps = 5 if self.quick else 25
+            self.sample_steps = 5 if self.quick else {"rflow": 10}.get(self.objective, 25)
         if self.world is None:
             small = {"videos_per_combo": 2, "test_videos_per_combo": 1} if self.quick else {}
             self.world = WorldConfig(seed=self.seed, sizes=DEMO_SIZES, **small)
@@ -74,6 +75,7 @@ class DemoResult:
     previews: list[Path] = field(default_factory=list)
     judged: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    sample_seconds: float = 0.0
 
     @property
     def colour_accuracy(self) -> float:
@@ -156,7 +158,8 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
         encode_dataset(enc, progress)
     run_dir = out / "run"
     tcfg = TrainConfig(data=str(dataset), run_dir=str(run_dir), model=cfg.model, condition=cfg.condition,
-                       prediction_type=cfg.prediction, lr_schedule=cfg.lr_schedule,
+                       objective=cfg.objective, lr_schedule=cfg.lr_schedule,
+                       prediction_type=cfg.prediction if cfg.objective == "ddpm" else "epsilon",
                        batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(100, cfg.steps // 10),
                        steps=cfg.steps, ckpt_every=max(cfg.steps // 3, 1), keep=1, ema_decay=cfg.ema_decay,
                        seed=cfg.seed, num_workers=cfg.num_workers, temporal_patch=cfg.temporal_patch,
@@ -173,6 +176,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     result = DemoResult(out, run_dir, ckpt, train_seconds=time.perf_counter() - t0)
     prompts = [caption(*combo) for combo in HELD_OUT]
     samples = out / "samples"
+    t0 = time.perf_counter()
     for prompt, combo in zip(prompts, HELD_OUT):
         scfg = SampleConfig(prompts=[prompt], ckpt=str(result.checkpoint), height=cfg.height, width=cfg.width,
                             fps=cfg.world.fps, frames=cfg.frames, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
@@ -184,4 +188,5 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
             colour, direction = judge_video(read_video(r.video)[0])
             result.judged.append({"prompt": prompt, "video": str(r.video), "colour": colour, "direction": direction,
                                   "colour_ok": colour == combo[0], "direction_ok": direction == combo[2]})
+    result.sample_seconds = time.perf_counter() - t0
     return result

@@ -19,6 +19,7 @@ def demo(
     samples_per_prompt: Annotated[int | None, typer.Option("--samples")] = None,
     quick: Annotated[bool | None, typer.Option("--quick/--full")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    objective: Annotated[str | None, typer.Option("--objective")] = None,
 ) -> None:
     """Generate a video world, encode it, train a small DiT, sample held-out prompts, judge them.
 
@@ -43,6 +44,6 @@ def demo(
              Path(j["video"]).name) for j in r.judged]
     console.print(table("held-out prompts (never seen in training)", rows, ("prompt", "colour", "direction", "match", "video")))
     console.print(f"colour accuracy {r.colour_accuracy:.0%}, direction accuracy {r.direction_accuracy:.0%} "
-                  f"({len(r.judged)} videos, {r.train_seconds:.0f} s of training)")
+                  f"({len(r.judged)} videos, {r.train_seconds:.0f} s of training, {r.sample_seconds:.0f} s of sampling)")
     console.print(f"videos and previews: {r.out / 'samples'}")
     console.print(f"checkpoint: {r.checkpoint}")

@@ -10,20 +10,18 @@ import typer
 from opensora_cli.render import console, plain_line, print_json, table
 from opensora_cli.settings import Settings
 
-# The settings a resumed run must repeat, as `train` flags (until resume reads them from the checkpoint).
-_RESUME_FLAGS = {"data": "--data", "model": "--model", "condition": "--condition", "prediction_type": "--prediction",
-                 "temporal_patch": "--temporal-patch", "batch_size": "--batch-size", "plugin": "--plugin",
-                 "precision": "--precision", "lr": "--lr", "lr_schedule": "--lr-schedule",
-                 "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay", "steps": "--steps",
-                 "ckpt_every": "--ckpt-every", "keep": "--keep"}
+# A resumed run takes its other settings from its checkpoint; the data is named so the line reads whole.
+_RESUME_KEYS = ("data",)
 
 
 def resume_command(run: dict) -> str:
     """`opensora train --resume auto` with the run's own settings."""
+    from opensora_cli.settings import schema
+
     config = run["config"]
-    flags = " ".join(f"{flag} {config[key]}" for key, flag in _RESUME_FLAGS.items() if config.get(key) is not None)
+    flags = " ".join(f"{schema()['train.' + k].flag} {config[k]}" for k in _RESUME_KEYS if config.get(k) is not None)
     if config.get("sp", "none") != "none":
-        flags += f" --sp {config['sp']} --nproc {config.get('sp_size', 2)}"
+        flags += f" --sp {config['sp']} --nproc {config.get('nproc') or config.get('sp_size') or 2}"
     return f"opensora train --resume auto --run-dir {run['run']} {flags}"
 
 

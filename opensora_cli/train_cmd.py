@@ -40,7 +40,9 @@ def train(
     sp_size: Annotated[int | None, typer.Option("--sp-size")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers")] = None,
+    objective: Annotated[str | None, typer.Option("--objective")] = None,
     prediction_type: Annotated[str | None, typer.Option("--prediction")] = None,
+    flow_shift: Annotated[float | None, typer.Option("--flow-shift")] = None,
     cfg_dropout: Annotated[float | None, typer.Option("--cfg-dropout")] = None,
     temporal_patch: Annotated[int | None, typer.Option("--temporal-patch")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
@@ -119,7 +121,7 @@ def train(
 # variable (the layout, device, workers and data loading are this launch's own).
 _INHERITED = ("model", "condition", "plugin", "precision", "batch_size", "max_tokens_per_batch", "lr", "warmup_steps",
               "lr_schedule", "weight_decay", "steps", "ckpt_every", "keep", "ema_decay", "grad_clip", "grad_checkpoint",
-              "prediction_type", "cfg_dropout", "temporal_patch", "data")
+              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "data")
 
 
 def _saved_config(resume: str | None, run_dir: Path) -> dict:

@@ -1,60 +1,40 @@
-"""The DDPM objective (epsilon or v prediction) and DDIM / DPM-Solver++ sampling, on diffusers' schedulers.
-
-Never imported by the model code; the model is any callable
-model(x, timestep, text, text_mask, drop_text) -> prediction.
-"""
+"""The DDPM objective (epsilon or v prediction) and its DDIM / DPM-Solver++ samplers, on diffusers' schedulers."""
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from opensora.errors import UserError
-from opensora.progress import ProgressEvent, ProgressFn, no_progress
-from opensora.registry import Registry
-
-OBJECTIVES: Registry[str] = Registry("objective", "--prediction")  # name -> diffusers' prediction_type
-OBJECTIVES.add("epsilon", "epsilon", "predict the noise (DDPM)")
-OBJECTIVES.add("v_prediction", "v_prediction", "predict v = alpha * noise - sigma * x0 (progressive distillation)")
-
-SAMPLERS: Registry = Registry("sampler", "--sampler")  # name -> factory(DiffusionConfig) -> diffusers scheduler
+from opensora.diffusion import DiffusionConfig
 
 
-@SAMPLERS.register("ddim", "DDIM, eta 0 (deterministic)")
-def _ddim(diffusion: DiffusionConfig):
+def ddim_scheduler(diffusion: DiffusionConfig):
+    """DDIM with eta 0 (deterministic)."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**diffusion.scheduler_config(), clip_sample=False, set_alpha_to_one=False)
 
 
-@SAMPLERS.register("dpm", "DPM-Solver++ (multistep, 2nd order)")
-def _dpm(diffusion: DiffusionConfig):
+def dpm_scheduler(diffusion: DiffusionConfig):
+    """DPM-Solver++, multistep, 2nd order."""
     from diffusers import DPMSolverMultistepScheduler
 
     return DPMSolverMultistepScheduler(**diffusion.scheduler_config(), algorithm_type="dpmsolver++", solver_order=2)
 
 
-@dataclass
-class DiffusionConfig:
-    """The noise process and how the model is trained on it."""
+class DDPM:
+    """Noise x0 to one of 1000 levels and regress the noise (or v); sample with DDIM or DPM-Solver++."""
 
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    prediction_type: str = "epsilon"  # or "v_prediction"
-    cfg_dropout: float = 0.1  # probability of training on the null text
+    samplers = ("ddim", "dpm")
+    default_sampler, default_steps = "ddim", 50
 
-    def scheduler_config(self) -> dict:
-        """Keywords shared by every diffusers scheduler we build."""
-        return {"num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
-                "beta_start": self.beta_start, "beta_end": self.beta_end, "prediction_type": self.prediction_type}
+    def __init__(self, diffusion: DiffusionConfig):
+        self.diffusion = diffusion
+        self.scheduler = train_scheduler(diffusion)
 
-    def to_dict(self) -> dict:
-        """Plain dict (for checkpoints)."""
-        return asdict(self)
+    def loss(self, model, x0, text, text_mask, randomness, weights=None, total=None) -> torch.Tensor:
+        """See `diffusion_loss`."""
+        return diffusion_loss(model, x0, text, text_mask, self.diffusion, self.scheduler, randomness, weights, total)
 
 
 def train_scheduler(diffusion: DiffusionConfig):
@@ -102,55 +82,3 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
         return F.mse_loss(pred.float(), target)
     per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
     return (per_sample * weights.to(per_sample.device)).sum() / total
-
-
-def sampling_scheduler(name: str, diffusion: DiffusionConfig):
-    """The diffusers scheduler of sampler `name` (see SAMPLERS)."""
-    return SAMPLERS.lookup(name)(diffusion)
-
-
-@torch.no_grad()
-def sample_latents(
-    model,
-    shape: tuple[int, ...],
-    text: torch.Tensor,
-    text_mask: torch.Tensor | None,
-    diffusion: DiffusionConfig,
-    steps: int = 50,
-    sampler: str = "ddim",
-    cfg_scale: float = 4.0,
-    disable_cfg: bool = False,
-    generator: torch.Generator | None = None,
-    progress: ProgressFn = no_progress,
-) -> torch.Tensor:
-    """Denoise Gaussian noise of `shape` (B, C, T, H, W) into latents, guided by `text` (B, S, Dt).
-
-    With guidance, the conditional and unconditional passes run as one batched forward of 2B;
-    with `disable_cfg` (or cfg_scale 1) one forward of B per step.
-    """
-    if steps < 1:
-        raise UserError(f"--steps {steps} must be at least 1")
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    scheduler = sampling_scheduler(sampler, diffusion)
-    scheduler.set_timesteps(steps)
-    x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device) * scheduler.init_noise_sigma
-    text = text.to(device, dtype)
-    guided = not disable_cfg and cfg_scale != 1.0
-    B = shape[0]
-    if guided:
-        text_in = torch.cat([text, text])
-        mask_in = None if text_mask is None else torch.cat([text_mask, text_mask]).to(device)
-        drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(device)
-    for i, t in enumerate(scheduler.timesteps):
-        x_in = scheduler.scale_model_input(x, t)
-        if guided:
-            out = model(torch.cat([x_in, x_in]).to(dtype), t.to(device).expand(2 * B), text_in, mask_in, drop).float()
-            cond, uncond = out.chunk(2)
-            pred = uncond + cfg_scale * (cond - uncond)
-        else:
-            mask = None if text_mask is None else text_mask.to(device)
-            pred = model(x_in.to(dtype), t.to(device).expand(B), text, mask, None).float()
-        x = scheduler.step(pred, t, x).prev_sample
-        progress(ProgressEvent("denoise", i + 1, steps, unit="steps"))
-    return x

@@ -20,8 +20,9 @@ class SampleConfig:
     fps: float = setting(8.0, "Frames per second.", gt=0)
     sec: float = setting(2.0, "Length in seconds (frames = sec x fps).", gt=0)
     frames: int | None = setting(None, "Length in frames (instead of --sec).", ge=1, shown="--sec x --fps")
-    steps: int = setting(50, "Denoising steps.", ge=1)
-    sampler: str = setting("ddim", "Sampler.", choices="opensora.diffusion.ddpm:SAMPLERS")
+    steps: int | None = setting(None, "Denoising steps.", ge=1, shown="the objective's: ddpm 50, rflow 30")
+    sampler: str | None = setting(None, "Sampler (of the checkpoint's objective).", choices="opensora.diffusion:SAMPLERS",
+                                  shown="ddim for ddpm, euler for rflow")
     cfg_scale: float = setting(4.0, "Classifier-free guidance scale (1: no guidance).", ge=0)
     disable_cfg: bool = setting(False, "One forward per step, no guidance.")
     seed: int = setting(0, "Noise seed (sample i of prompt k uses seed + k*n + i).", ge=0)

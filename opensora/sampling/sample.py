@@ -13,7 +13,8 @@ from opensora.checkpoint import load_model
 from opensora.compression import compressor_from_spec
 from opensora.data.video import write_video
 from opensora.devices import PRECISION_NAMES, resolve_device, resolve_dtype
-from opensora.diffusion.ddpm import DiffusionConfig, sample_latents
+from opensora.diffusion import DiffusionConfig, make_objective
+from opensora.diffusion.sampling import sample_latents, sampling_scheduler
 from opensora.errors import UserError
 from opensora.fsutil import check_writable, write_json_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
@@ -152,7 +153,10 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
     latent = check_size(cfg, compressor, tuple(model.config.patch_size))
     text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device)
     feats, lengths = text_encoder.encode(cfg.prompts)
-    diffusion = DiffusionConfig(**meta["diffusion"])
+    diffusion = DiffusionConfig.from_dict(meta["diffusion"])
+    objective = make_objective(diffusion)  # the checkpoint's: its default steps and sampler fill what is not given
+    cfg.steps, cfg.sampler = cfg.steps or objective.default_steps, cfg.sampler or objective.default_sampler
+    sampling_scheduler(cfg.sampler, diffusion)  # a sampler of another objective is refused before any work
     # (prompt index, seed): sample i of prompt k uses seed + k * n + i
     jobs = [(k, cfg.seed + k * cfg.num_samples + i) for k in range(len(cfg.prompts)) for i in range(cfg.num_samples)]
     paths = output_paths(cfg.out, len(jobs))

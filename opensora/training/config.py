@@ -47,8 +47,12 @@ class TrainConfig:
     sp_size: int | None = setting(None, "Ranks per sequence.", ge=1, shown="all ranks when --sp is set")
     nproc: int = setting(1, "Start N local processes (torchrun's machinery).", ge=1)
     num_workers: int = setting(2, "Data-loading workers per process.", ge=0)
-    prediction_type: str = setting("epsilon", "What the model predicts.", flag="--prediction",
-                                   choices="opensora.diffusion.ddpm:OBJECTIVES")
+    objective: str = setting("ddpm", "Training objective (the sampler follows it).",
+                             choices="opensora.diffusion:OBJECTIVES")
+    prediction_type: str = setting("epsilon", "What a ddpm model predicts.", flag="--prediction",
+                                   choices="opensora.diffusion:PREDICTIONS")
+    flow_shift: float = setting(1.0, "rflow: shift timesteps towards noise, t -> s*t / (1 + (s-1)*t) (SD3: 3.0 at "
+                                "1024 px; larger latents want more).", gt=0)
     cfg_dropout: float = setting(0.1, "Probability of training on the null text (for guidance).", ge=0)
     temporal_patch: int = setting(1, "Frames per patch (the spatial patch comes from --model).", ge=1)
     resume: str | None = setting(None, "auto (the run's newest good checkpoint) or RUN/ckpt-N; options not given "
@@ -67,6 +71,10 @@ class TrainConfig:
             p.append(f"--ema-decay {self.ema_decay} must be in [0, 1)")
         if self.cfg_dropout >= 1:
             p.append(f"--cfg-dropout {self.cfg_dropout} must be in [0, 1)")
+        if self.objective != "ddpm" and self.prediction_type != "epsilon":
+            p.append(f"--prediction {self.prediction_type} applies to --objective ddpm only")
+        if self.objective != "rflow" and self.flow_shift != 1.0:
+            p.append(f"--flow-shift {self.flow_shift} applies to --objective rflow only")
         if self.sp == "none" and self.sp_size not in (None, 1):
             p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)
@@ -86,8 +94,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 # Settings that change what a checkpoint means: a resumed run must keep them (or start anew with --init-from).
 MEANING = {"model": "--model", "condition": "--condition", "temporal_patch": "--temporal-patch",
-           "prediction_type": "--prediction", "batch_size": "--batch-size",
-           "max_tokens_per_batch": "--max-tokens-per-batch", "plugin": "--plugin", "precision": "--precision"}
+           "objective": "--objective", "prediction_type": "--prediction", "flow_shift": "--flow-shift",
+           "batch_size": "--batch-size", "max_tokens_per_batch": "--max-tokens-per-batch", "plugin": "--plugin", "precision": "--precision"}
 
 
 def data_identity(manifest: dict) -> dict:

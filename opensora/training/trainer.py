@@ -19,7 +19,7 @@ from opensora.checkpoint import checkpoint_problem, is_checkpoint, load_dit
 from opensora.compression import compressor_from_spec
 from opensora.data.dataset import EncodedDataset
 from opensora.devices import PRECISION_NAMES, resolve_dtype
-from opensora.diffusion.ddpm import DiffusionConfig, diffusion_loss, train_scheduler
+from opensora.diffusion import DiffusionConfig, make_objective
 from opensora.errors import OpenSoraError, UserError
 from opensora.fsutil import DirectoryLock
 from opensora.parallel.distributed import quiet, shutdown
@@ -159,8 +159,9 @@ class Trainer:
         self.plan = plan_dataset(self.data, self.patch, cfg.batch_size, self.dims.dp_size, cfg.max_tokens_per_batch)
         self.global_batch_of = self.plan.global_batch_of()
         self.ema = ema.to(dev).requires_grad_(False).eval()
-        self.diffusion = DiffusionConfig(prediction_type=cfg.prediction_type, cfg_dropout=cfg.cfg_dropout)
-        self.scheduler = train_scheduler(self.diffusion)
+        self.diffusion = DiffusionConfig(objective=cfg.objective, prediction_type=cfg.prediction_type,
+                                         flow_shift=cfg.flow_shift, cfg_dropout=cfg.cfg_dropout)
+        self.objective = make_objective(self.diffusion)
         optimizer = self._optimizer(model)
         lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
         with quiet():
@@ -249,9 +250,8 @@ class Trainer:
         try:
             with self.amp.autocast():
                 # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
-                loss = diffusion_loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                      self.diffusion, self.scheduler, batch["seeds"], batch["weight"],
-                                      batch["global_batch"] / self.dims.dp_size)
+                loss = self.objective.loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
+                                           batch["seeds"], batch["weight"], batch["global_batch"] / self.dims.dp_size)
             self.booster.backward(self.amp.scale(loss), self.optimizer)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not out_of_memory(e):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from opensora.checkpoint import is_checkpoint, load_model, save_model_dir
-from opensora.diffusion.ddpm import DiffusionConfig, diffusion_loss, sample_latents, train_scheduler
+from opensora.diffusion import DiffusionConfig
+from opensora.diffusion.ddpm import diffusion_loss, train_scheduler
+from opensora.diffusion.sampling import sample_latents
 from opensora.errors import UserError
 from opensora.models.dit import CONDITIONINGS, POS_EMBEDS, PatchEmbed3D
 from opensora.models.presets import MODELS, create_model, model_config
