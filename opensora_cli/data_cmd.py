@@ -110,6 +110,7 @@ def encode(
     compression: Annotated[str | None, typer.Option("--compression")] = None,
     vae: Annotated[str | None, typer.Option("--vae")] = None,
     text_encoder: Annotated[str | None, typer.Option("--text-encoder")] = None,
+    text_max_length: Annotated[int | None, typer.Option("--text-max-length")] = None,
     fps: Annotated[float | None, typer.Option("--fps")] = None,
     max_seconds: Annotated[float | None, typer.Option("--max-seconds")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames")] = None,

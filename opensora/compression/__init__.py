@@ -1,4 +1,5 @@
-"""Video compressions behind one interface (`base.VideoCompressor`): raw pixels, a video VQ-VAE, an image VAE.
+"""Video compressions behind one interface (`base.VideoCompressor`): raw pixels, a video VQ-VAE, an image
+VAE per frame, a causal 3D video VAE.
 
 `COMPRESSIONS` is the registry; a new compression is a `VideoCompressor` subclass and one entry here.
 Every class is built as `cls(path, device=..., batch_size=...)`; `path` None means its default weights.
@@ -17,6 +18,8 @@ COMPRESSIONS: Registry[type[VideoCompressor]] = Registry("compression", "--compr
 COMPRESSIONS.add("raw", "opensora.compression.raw:RawCompressor", "pixels as they are (uint8)")
 COMPRESSIONS.add("vqvae", "opensora.compression.vqvae:VQVAECompressor", "VideoGPT's video VQ-VAE: codes, 4x8x8")
 COMPRESSIONS.add("sdvae", "opensora.compression.sdvae:SDVAECompressor", "Stable Diffusion's image VAE, per frame: 1x8x8")
+COMPRESSIONS.add("video-vae", "opensora.compression.videovae:VideoVAECompressor",
+                 "a diffusers causal 3D video VAE (Wan, CogVideoX, LTX-Video, ...): time compressed too")
 
 
 def load_compressor(name: str, path: str | None = None, device: str = "cpu", batch_size: int = 16) -> VideoCompressor:

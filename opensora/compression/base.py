@@ -22,6 +22,7 @@ class VideoCompressor(ABC):
     latent_channels: int = 3
     latent_dtype: str = "float32"
     thw_axes: tuple[int, int, int] = (0, 1, 2)  # which axes of a stored latent are frames, height, width
+    causal: bool = False  # True: 1 + stride*k frames make 1 + k latent frames (the first frame alone)
 
     @abstractmethod
     def spec(self) -> dict:

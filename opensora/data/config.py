@@ -58,7 +58,10 @@ class EncodeConfig:
     compression: str = setting("raw", "How videos are stored and what the model sees.",
                                choices="opensora.compression:COMPRESSIONS")
     vae: str | None = setting(None, "VAE/VQ-VAE hub id or local directory.", shown="the compression's own")
-    text_encoder: str = setting(DEFAULT_TEXT_ENCODER, "Text encoder hub id or local directory.")
+    text_encoder: str = setting(DEFAULT_TEXT_ENCODER, "Text encoder hub id or local directory: CLIP, T5, UMT5 or mT5 "
+                                "(the family read from its config).")
+    text_max_length: int | None = setting(None, "Tokens kept per caption.", ge=1,
+                                          shown="the family's: CLIP 77 (its positions), T5 120")
     fps: float | None = setting(None, "Resample to this rate: each output time gets the frame shown then.", gt=0,
                                 shown="the video's own")
     max_seconds: float | None = setting(20.0, "Clip limit in seconds (see --too-long).", gt=0)

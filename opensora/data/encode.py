@@ -288,7 +288,8 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     device = str(resolve_device(cfg.device))
     compressor = load_compressor(cfg.compression, cfg.vae, device=device, batch_size=cfg.batch_size)
     comp_id = {**compressor.spec(), **model_identity(compressor.spec().get("path"))}
-    text_id = {"path": cfg.text_encoder, **model_identity(cfg.text_encoder)}
+    text_id = {"path": cfg.text_encoder, **model_identity(cfg.text_encoder),
+               **({"max_length": cfg.text_max_length} if cfg.text_max_length else {})}
     decode = cfg.decode_settings()
 
     hashes = _FileHashes(out / "file-hashes.json")
@@ -312,7 +313,7 @@ def _encode_locked(cfg: EncodeConfig, entries: list[CaptionedVideo], root: Path,
     if todo or text_spec is None:
         from opensora.text import load_text_encoder
 
-        text = load_text_encoder(cfg.text_encoder, device=device)
+        text = load_text_encoder(cfg.text_encoder, device=device, max_length=cfg.text_max_length)
         text_spec = text.spec()
         progress(ProgressEvent("text", 0, len(todo), unit="captions"))
         for lo in range(0, len(todo), TEXT_PART_ROWS):

@@ -68,6 +68,18 @@ def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tu
     stride = tuple(s * p for s, p in zip(compressor.stride, patch))  # compression stride x model patch
     frames = cfg.num_frames()
     what = f"{compressor.name} compression with patch {patch}"
+    if compressor.causal:  # 1 + st*k frames, k + 1 a multiple of the temporal patch
+        st, pt = compressor.stride[0], patch[0]
+        if (frames - 1) % st or ((frames - 1) // st + 1) % pt:
+            m = max(1, round(((frames - 1) / st + 1) / pt))
+            near = sorted({compressor.frames_for(pt * max(1, m - 1)), compressor.frames_for(pt * m),
+                           compressor.frames_for(pt * (m + 1))}, key=lambda n: (abs(n - frames), n))[:2]
+            given = f"--frames {frames}" if cfg.frames is not None else f"--sec {cfg.sec:g} x --fps {cfg.fps:g} = {frames} frames"
+            raise UserError(f"{given}: the {compressor.name} compression takes 1 + {st}k frames (its first frame alone)"
+                            f"{f' with 1 + k a multiple of {pt}' if pt > 1 else ''}; pass --frames "
+                            f"{' or --frames '.join(map(str, sorted(near)))}")
+        check_multiples((cfg.height, cfg.width), stride[1:], ("--height", "--width"), what)
+        return compressor.latent_thw(frames, cfg.height, cfg.width)
     if cfg.frames is None and frames % stride[0]:
         lo, hi = max(stride[0], frames // stride[0] * stride[0]), (frames // stride[0] + 1) * stride[0]
         raise UserError(f"--sec {cfg.sec:g} x --fps {cfg.fps:g} gives {frames} frames, not a multiple of {stride[0]} "
@@ -151,7 +163,8 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
                         "drop --model or pass the right --ckpt")
     compressor = compressor_from_spec(meta["compression"], device=str(device))
     latent = check_size(cfg, compressor, tuple(model.config.patch_size))
-    text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device)
+    text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device,
+                                     max_length=meta["text_encoder"].get("max_length"))
     feats, lengths = text_encoder.encode(cfg.prompts)
     diffusion = DiffusionConfig.from_dict(meta["diffusion"])
     objective = make_objective(diffusion)  # the checkpoint's: its default steps and sampler fill what is not given

@@ -17,6 +17,9 @@ DEFAULT_TEXT_ENCODER = "openai/clip-vit-base-patch32"
 TEXT_ENCODERS: Registry = Registry("text encoder family", "--text-encoder")
 TEXT_ENCODERS.add("clip", "opensora.text.clip:CLIPTextEncoder", "CLIP (the text half of a full CLIP model)")
 TEXT_ENCODERS.add("clip_text_model", "opensora.text.clip:CLIPTextEncoder", "CLIP's text transformer alone")
+TEXT_ENCODERS.add("t5", "opensora.text.t5:T5TextEncoder", "T5 (v1.1) encoder, as PixArt, Open-Sora and CogVideoX")
+TEXT_ENCODERS.add("umt5", "opensora.text.t5:T5TextEncoder", "UMT5 encoder, as Wan")
+TEXT_ENCODERS.add("mt5", "opensora.text.t5:T5TextEncoder", "mT5 encoder")
 
 
 def model_type(path: str) -> str:
@@ -36,12 +39,15 @@ def model_type(path: str) -> str:
         return "clip"  # the loader reports an unreadable model in its own words
 
 
-def load_text_encoder(path: str, device: Any = "cpu") -> Any:
-    """The text encoder at `path`, built by the class its config's family is registered to."""
+def load_text_encoder(path: str, device: Any = "cpu", max_length: int | None = None) -> Any:
+    """The text encoder at `path`, built by the class its config's family is registered to.
+
+    max_length: tokens kept per caption (None: the family's default, CLIP 77, T5 120).
+    """
     family = model_type(path)
     if family not in TEXT_ENCODERS:
         from opensora.errors import UserError
 
         raise UserError(f"--text-encoder {path}: a {family!r} model; supported families: "
                         f"{', '.join(TEXT_ENCODERS.names())}")
-    return TEXT_ENCODERS[family](path, device=device)
+    return TEXT_ENCODERS[family](path, device=device, max_length=max_length)

@@ -1,54 +1,27 @@
-"""CLIP text features (transformers): last hidden states (S, D) per caption, each caption encoded once."""
+"""CLIP text features (transformers), and a tiny CLIP with CLIP's real tokenizer for tests and the demo."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from opensora.errors import UserError
-from opensora.hub import check_loadable
-from opensora.text import DEFAULT_TEXT_ENCODER
+from opensora.text.base import TextEncoderBase
 
 
-class CLIPTextEncoder:
+class CLIPTextEncoder(TextEncoderBase):
     """A CLIP tokenizer + text model loaded with `from_pretrained` (hub id or local directory)."""
 
-    def __init__(self, path: str = DEFAULT_TEXT_ENCODER, device: str | torch.device = "cpu", batch_size: int = 64):
+    family = "CLIP"
+
+    def _load(self, path: str):
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        self.path, self.device, self.batch_size = str(path), torch.device(device), batch_size
-        check_loadable(self.path, "--text-encoder")
-        try:
-            self.tokenizer = CLIPTokenizer.from_pretrained(self.path)
-            self.model = CLIPTextModel.from_pretrained(self.path).to(self.device).eval()
-        except (OSError, ValueError) as e:
-            raise UserError(
-                f"--text-encoder {path}: cannot load a CLIP text model ({str(e).splitlines()[0]}); "
-                "pass a local directory with a CLIP tokenizer and text model, or a reachable hub id"
-            ) from None
-        self.model.requires_grad_(False)
-        self.max_length = int(min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings))
-        self.dim = int(self.model.config.hidden_size)
-
-    def spec(self) -> dict:
-        """What to record so the same encoder can be rebuilt."""
-        return {"path": self.path, "max_length": self.max_length, "dim": self.dim}
-
-    @torch.no_grad()
-    def encode(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, S, D) float32 last hidden states and (N,) token counts, padded to max length."""
-        feats, lengths = [], []
-        for i in range(0, len(captions), self.batch_size):
-            tok = self.tokenizer(captions[i : i + self.batch_size], padding="max_length", truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
-            out = self.model(input_ids=tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))
-            feats.append(out.last_hidden_state.float().cpu().numpy())
-            lengths.append(tok.attention_mask.sum(1).numpy())
-        if not feats:
-            return np.zeros((0, self.max_length, self.dim), np.float32), np.zeros((0,), np.int64)
-        return np.concatenate(feats), np.concatenate(lengths)
+        tokenizer, model = CLIPTokenizer.from_pretrained(path), CLIPTextModel.from_pretrained(path)
+        # learned positions: never more tokens than the model has positions for
+        limit = int(min(tokenizer.model_max_length, model.config.max_position_embeddings))
+        return tokenizer, model, limit
 
 
 def clip_vocab_file() -> Path:
