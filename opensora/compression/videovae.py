@@ -1,7 +1,8 @@
 """A causal 3D video VAE from diffusers (Wan, CogVideoX, LTX-Video, HunyuanVideo): time compressed too.
 
-The class comes from the model's config.json (`_class_name`), loaded with `from_pretrained` (local
-directory, a pipeline directory holding `vae/`, or a hub id; never remote code). Its compression is
+The class comes from the model's config.json (`_class_name`), loaded with `from_pretrained` (a local
+directory or hub id of the VAE, or of a whole diffusers pipeline whose `vae/` holds it; never
+remote code). Its compression is
 measured, not read from the config: the model is built on the meta device and a probe video is
 encoded there (no memory, no weights), which gives the exact strides of any architecture.
 
@@ -58,11 +59,16 @@ class VideoVAECompressor(VideoCompressor):
         check_loadable(str(path), "--vae")
         self.path, self.device, self.batch_size = str(path), torch.device(device), batch_size
         self._where = _vae_dir(self.path)
-        try:
-            import diffusers
+        import diffusers
 
-            # any model class reads the raw config.json; the class it names is chosen below
-            config = diffusers.AutoencoderKL.load_config(self._where[0], subfolder=self._where[1])
+        try:  # any model class reads the raw config.json; the class it names is chosen below
+            try:
+                config = diffusers.AutoencoderKL.load_config(self._where[0], subfolder=self._where[1])
+            except OSError:
+                if self._where[1] is not None or Path(self.path).expanduser().exists():
+                    raise
+                self._where = (self.path, "vae")  # a pipeline's hub id: its VAE is in vae/
+                config = diffusers.AutoencoderKL.load_config(self.path, subfolder="vae")
         except (OSError, ValueError) as e:
             raise UserError(f"--vae {path}: cannot read a diffusers config ({str(e).splitlines()[0]}); pass a "
                             "diffusers video VAE directory or hub id") from None

@@ -23,13 +23,14 @@ def _losses(run):
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode", ["ulysses", "fastseq"])
-def test_sp_training_matches_single_process(tmp_path, encoded_dataset, mode, device):
+@pytest.mark.parametrize("mode, objective", [("ulysses", "ddpm"), ("fastseq", "ddpm"), ("ulysses", "rflow")])
+def test_sp_training_matches_single_process(tmp_path, encoded_dataset, mode, objective, device):
+    train = [*TRAIN, "--objective", objective]
     base = tmp_path / "base"
-    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", base, "--device", device)
+    r = run_opensora(*train, "--data", encoded_dataset, "--run-dir", base, "--device", device)
     assert r.returncode == 0, r.stderr[-2000:]
     sp = tmp_path / "sp"
-    r = run_opensora(*TRAIN, "--data", encoded_dataset, "--run-dir", sp, "--sp", mode, "--nproc", "2", "--device", device)
+    r = run_opensora(*train, "--data", encoded_dataset, "--run-dir", sp, "--sp", mode, "--nproc", "2", "--device", device)
     assert r.returncode == 0, r.stderr[-2000:]
     np.testing.assert_allclose(_losses(sp), _losses(base), rtol=1e-5 if device == "cpu" else 1e-4)
 

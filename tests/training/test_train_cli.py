@@ -45,10 +45,10 @@ def test_two_processes_train_and_loss_falls(tmp_path, encoded_dataset):
     assert info["model"] == "DiT/T-2" and info["condition"] == "cross-attn" and info["compression"] == "raw"
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
-def test_kill_9_and_resume_matches_uninterrupted(tmp_path, encoded_dataset, nproc):
+@pytest.mark.parametrize("nproc, objective", [(1, "ddpm"), (2, "ddpm"), (1, "rflow")])
+def test_kill_9_and_resume_matches_uninterrupted(tmp_path, encoded_dataset, nproc, objective):
     args = [*TRAIN, "--data", encoded_dataset, "--steps", "8", "--ckpt-every", "3", "--nproc", str(nproc),
-            "--condition", "adaln"]
+            "--condition", "adaln", "--objective", objective]
     full = tmp_path / "full"
     r = run_opensora(*args, "--run-dir", full)
     assert r.returncode == 0, r.stderr[-3000:]
