@@ -54,6 +54,16 @@ class DiffusionConfig:
         return cls(**{k: v for k, v in (data or {}).items() if k in names})
 
 
+def weighted_mse(pred, target, weights=None, total: float | None = None):
+    """Mean squared error; with `weights` (B,), sum(weight x per-sample error) / `total` (see `ddpm.diffusion_loss`)."""
+    if weights is None:
+        import torch.nn.functional as F
+
+        return F.mse_loss(pred.float(), target)
+    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+    return (per_sample * weights.to(per_sample.device)).sum() / total
+
+
 def make_objective(diffusion: DiffusionConfig):
     """The objective object (`loss`, default sampler and steps) for `diffusion`."""
     return OBJECTIVES.lookup(diffusion.objective)(diffusion)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from opensora.diffusion import DiffusionConfig
+from opensora.diffusion import DiffusionConfig, weighted_mse
 
 
 def ddim_scheduler(diffusion: DiffusionConfig):
@@ -78,7 +77,4 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
     target = noise if diffusion.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
     dtype = next(model.parameters()).dtype
     pred = model(xt.to(dtype), t, text.to(dtype), text_mask, drop)
-    if weights is None:
-        return F.mse_loss(pred.float(), target)
-    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
-    return (per_sample * weights.to(per_sample.device)).sum() / total
+    return weighted_mse(pred, target, weights, total)

@@ -12,9 +12,8 @@ token count). 1.0 (no shift) suits this toolkit's small latents.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from opensora.diffusion import DiffusionConfig
+from opensora.diffusion import DiffusionConfig, weighted_mse
 
 
 def euler_scheduler(diffusion: DiffusionConfig):
@@ -63,7 +62,4 @@ class RectifiedFlow:
         dtype = next(model.parameters()).dtype
         # the model sees the timestep on the scale of the scheduler's (t x 1000), like DDPM's
         pred = model(xt.to(dtype), t * self.diffusion.num_train_timesteps, text.to(dtype), text_mask, drop)
-        if weights is None:
-            return F.mse_loss(pred.float(), target)
-        per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
-        return (per_sample * weights.to(per_sample.device)).sum() / total
+        return weighted_mse(pred, target, weights, total)
