@@ -34,7 +34,7 @@ def test_completion_lists_commands_and_options():
     ("opensora train --model DiT/X", ["DiT/XL-2", "DiT/XL-4", "DiT/XL-8"]),
     ("opensora train --condition ", ["adaln", "cross-attn", "token-concat"]),
     ("opensora train --sp ", ["none", "ulysses", "fastseq"]),
-    ("opensora data encode --compression ", ["raw", "vqvae", "sdvae"]),
+    ("opensora data encode --compression ", ["raw", "vqvae", "sdvae", "video-vae"]),
     ("opensora config set train.mo", ["train.model"]),
 ])
 def test_values_complete_from_the_registries(words, expected):

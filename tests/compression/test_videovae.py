@@ -82,9 +82,15 @@ def test_encode_train_sample_round_trip(tmp_path, tiny_video_vae, tiny_text_enco
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["stride"] == [2, 2, 2] and manifest["compression"]["class"].startswith("AutoencoderKL")
     run = tmp_path / "run"
-    r = run_opensora("train", "--data", ds, "--model", "DiT/T-2", "--steps", "2", "--ckpt-every", "2", "--batch-size", "2",
-                     "--num-workers", "0", "--run-dir", run, "--device", "cpu", "--objective", "rflow")
+    train = ["train", "--data", ds, "--model", "DiT/T-2", "--steps", "2", "--ckpt-every", "2", "--batch-size", "2",
+             "--num-workers", "0", "--device", "cpu", "--objective", "rflow", "--precision", "fp32"]
+    r = run_opensora(*train, "--run-dir", run)
     assert r.returncode == 0, r.stderr[-2000:]
+    # sequence parallelism over these latents (5 latent frames of 8x8) equals one process
+    r = run_opensora(*train, "--run-dir", tmp_path / "sp", "--sp", "ulysses", "--nproc", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    losses = [[json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (run, tmp_path / "sp")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     out = tmp_path / "s.mp4"
     args = ["sample", "a square", "--ckpt", run / "ckpt-0000002", "--height", "16", "--width", "16", "--steps", "2",
             "--device", "cpu"]
