@@ -67,6 +67,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise one ConfigError listing every invalid setting, each naming its flag."""
         p = field_problems(self)
+        for name in ("data", "run_dir"):
+            if getattr(self, name) is None:
+                p.append(f"--{name.replace('_', '-')} is required")
         if self.ema_decay >= 1:
             p.append(f"--ema-decay {self.ema_decay} must be in [0, 1)")
         if self.cfg_dropout >= 1:
