@@ -10,16 +10,11 @@ import typer
 from opensora_cli.render import console, plain_line, print_json, table
 from opensora_cli.settings import Settings
 
-# A resumed run takes its other settings from its checkpoint; the data is named so the line reads whole.
-_RESUME_KEYS = ("data",)
-
 
 def resume_command(run: dict) -> str:
-    """`opensora train --resume auto` with the run's own settings."""
-    from opensora_cli.settings import schema
-
+    """`opensora train --resume auto` for the run (it takes its other settings from its checkpoint)."""
     config = run["config"]
-    flags = " ".join(f"{schema()['train.' + k].flag} {config[k]}" for k in _RESUME_KEYS if config.get(k) is not None)
+    flags = f"--data {config['data']}" if config.get("data") else ""
     if config.get("sp", "none") != "none":
         flags += f" --sp {config['sp']} --nproc {config.get('nproc') or config.get('sp_size') or 2}"
     return f"opensora train --resume auto --run-dir {run['run']} {flags}"

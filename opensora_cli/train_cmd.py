@@ -84,10 +84,11 @@ def train(
     saved = _saved_config(cfg.resume, Path(cfg.run_dir))
     _inherit(s, ctx.params, cfg, saved)
     if cfg.data is None:
-        cfg.data = str(newest_dataset(s.home / "datasets") or "")
-        if not cfg.data:
+        newest = newest_dataset(s.home / "datasets")
+        if newest is None:
             raise UserError(f"no --data given and no encoded dataset under {s.home / 'datasets'}; "
                             "run `opensora data encode` first or pass --data")
+        cfg.data = str(newest)
         if not worker and not as_json:
             console.print(f"data: {cfg.data} (the newest encoded dataset; pass --data to choose)")
     cfg.validate()

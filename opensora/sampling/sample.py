@@ -158,6 +158,10 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
                             "processes")
         model, _, _ = parallelize(model, dims)
         device, writer = env.device, env.rank == 0
+    diffusion = DiffusionConfig.from_dict(meta["diffusion"])
+    objective = make_objective(diffusion)  # the checkpoint's: its default steps and sampler fill what is not given
+    cfg.steps, cfg.sampler = cfg.steps or objective.default_steps, cfg.sampler or objective.default_sampler
+    sampling_scheduler(cfg.sampler, diffusion)  # another objective's sampler is refused before the text encoder loads
     if cfg.model and cfg.model != meta.get("model_name"):
         raise UserError(f"--model {cfg.model} does not match the checkpoint's {meta.get('model_name')}; "
                         "drop --model or pass the right --ckpt")
@@ -166,10 +170,6 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
     text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device,
                                      max_length=meta["text_encoder"].get("max_length"))
     feats, lengths = text_encoder.encode(cfg.prompts)
-    diffusion = DiffusionConfig.from_dict(meta["diffusion"])
-    objective = make_objective(diffusion)  # the checkpoint's: its default steps and sampler fill what is not given
-    cfg.steps, cfg.sampler = cfg.steps or objective.default_steps, cfg.sampler or objective.default_sampler
-    sampling_scheduler(cfg.sampler, diffusion)  # a sampler of another objective is refused before any work
     # (prompt index, seed): sample i of prompt k uses seed + k * n + i
     jobs = [(k, cfg.seed + k * cfg.num_samples + i) for k in range(len(cfg.prompts)) for i in range(cfg.num_samples)]
     paths = output_paths(cfg.out, len(jobs))

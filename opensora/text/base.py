@@ -34,8 +34,7 @@ class TextEncoderBase:
         self.model = model.to(self.device).eval().requires_grad_(False)
         wanted = max_length or self.default_max_length
         self.max_length = int(min(wanted, longest) if longest else wanted)
-        self.dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
-                       else self.model.config.d_model)
+        self.dim = int(self.model.config.hidden_size)  # T5 configs map it to d_model
 
     def _load(self, path: str):
         raise NotImplementedError
