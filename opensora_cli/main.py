@@ -17,6 +17,7 @@ from opensora_cli import (
     data_cmd,
     demo_cmd,
     doctor_cmd,
+    eval_cmd,
     inspect_cmd,
     relaunch,
     runs_cmd,
@@ -40,6 +41,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("train", cls=SettingsCommand)(train_cmd.train)
 app.command("sample", cls=SettingsCommand)(sample_cmd.sample)
+app.command("eval", cls=SettingsCommand)(eval_cmd.eval_command)
 app.command("demo", cls=SettingsCommand)(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("runs")(runs_cmd.runs)
@@ -68,6 +70,7 @@ def main_callback(
       opensora data encode -c captions.json -v videos/
       opensora train --model DiT/XL-2 --sp ulysses
       opensora sample "a person walking" --sec 5
+      opensora eval RUN/ckpt-0002000 --data val/ --clip openai/clip-vit-base-patch32
     """
     ctx.obj = Settings.load()
 

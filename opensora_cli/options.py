@@ -17,7 +17,7 @@ from typer.core import TyperCommand
 
 # Command name -> config section whose fields are its settings.
 COMMAND_SECTIONS = {"download": "download", "collate": "collate", "encode": "encode", "train": "train",
-                    "sample": "sample", "demo": "demo"}
+                    "sample": "sample", "eval": "eval", "demo": "demo"}
 # Options that are actions or per-invocation switches, not defaults a config file should hold.
 ACTIONS = {"help", "json", "as_json", "plan", "force", "overwrite", "debug", "version", "install_completion",
            "show_completion", "runs_dir"}

@@ -34,6 +34,7 @@ SECTIONS = {
     "encode": "opensora.data.config:EncodeConfig",
     "train": "opensora.training.config:TrainConfig",
     "sample": "opensora.sampling.config:SampleConfig",
+    "eval": "opensora.evaluation.config:EvalConfig",
     "demo": "opensora.demo:DemoConfig",
 }
 

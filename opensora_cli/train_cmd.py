@@ -48,6 +48,12 @@ def train(
     run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
     resume: Annotated[str | None, typer.Option("--resume")] = None,
     init_from: Annotated[Path | None, typer.Option("--init-from")] = None,
+    val_data: Annotated[Path | None, typer.Option("--val-data")] = None,
+    val_every: Annotated[int | None, typer.Option("--val-every")] = None,
+    val_samples: Annotated[int | None, typer.Option("--val-samples")] = None,
+    sample_prompts: Annotated[Path | None, typer.Option("--sample-prompts")] = None,
+    sample_every: Annotated[int | None, typer.Option("--sample-every")] = None,
+    sample_steps: Annotated[int | None, typer.Option("--sample-steps")] = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
     pg_timeout: Annotated[float | None, typer.Option("--pg-timeout")] = None,
     hang_timeout: Annotated[float | None, typer.Option("--hang-timeout")] = None,
@@ -66,6 +72,7 @@ def train(
 
     [bold]Examples[/bold]
       opensora train --data out/ --model DiT/S-2 --steps 2000
+      opensora train --data train/ --val-data val/ --val-every 200 --sample-prompts prompts.txt
       opensora train --model DiT/XL-2 --sp ulysses --nproc 8
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m opensora_cli train --model DiT/XL-2
     """
@@ -92,6 +99,9 @@ def train(
         if not worker and not as_json:
             console.print(f"data: {cfg.data} (the newest encoded dataset; pass --data to choose)")
     cfg.validate()
+    for name in ("data", "val_data", "sample_prompts"):  # recorded in checkpoints: `eval` finds them from anywhere
+        if getattr(cfg, name) is not None:
+            setattr(cfg, name, str(Path(getattr(cfg, name)).resolve()))
     if not os.environ.get(NPROC_CHILD):  # the --nproc parent checked already
         _preflight(cfg, plan, as_json, force)
         if plan:
@@ -122,7 +132,8 @@ def train(
 # variable (the layout, device, workers and data loading are this launch's own).
 _INHERITED = ("model", "condition", "plugin", "precision", "batch_size", "max_tokens_per_batch", "lr", "warmup_steps",
               "lr_schedule", "weight_decay", "steps", "ckpt_every", "keep", "ema_decay", "grad_clip", "grad_checkpoint",
-              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "data")
+              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "data", "val_data", "val_every",
+              "val_samples", "sample_prompts", "sample_every", "sample_steps")
 
 
 def _saved_config(resume: str | None, run_dir: Path) -> dict:

@@ -149,3 +149,47 @@ def trained_checkpoint(tmp_path_factory, encoded_dataset) -> Path:
                      "--batch-size", "4", "--num-workers", "0", "--run-dir", run, "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     return run / "ckpt-0000004"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_model(tmp_path_factory) -> Path:
+    """A tiny random CLIP (text + vision) with CLIP's real tokenizer and an image processor, saved like a hub model."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    from opensora.text.clip import build_clip_tokenizer_files
+
+    d = tmp_path_factory.mktemp("clip-model")
+    vocab = build_clip_tokenizer_files(d, max_length=16, num_merges=2000)
+    tok = CLIPTokenizer.from_pretrained(str(d))
+    torch.manual_seed(0)
+    text = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(str(d))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_i3d(tmp_path_factory) -> Path:
+    """A tiny TorchScript video network with the call signature of StyleGAN-V's i3d_torchscript.pt."""
+    import torch
+
+    class TinyI3D(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 12, kernel_size=(3, 8, 8), stride=(2, 8, 8))
+            self.head = torch.nn.Linear(12, 5)
+
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = False) -> torch.Tensor:
+            feats = torch.tanh(self.conv(x)).mean(dim=(2, 3, 4))  # (B, 12)
+            return feats if return_features else torch.softmax(self.head(feats), dim=1)
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt"
+    torch.jit.script(TinyI3D()).save(str(path))
+    return path

@@ -62,6 +62,18 @@ def caption(colour: str, shape: str, direction: str, phrase: int = 0) -> str:
     return PHRASES[phrase % len(PHRASES)].format(c=colour, s=shape, d=direction)
 
 
+def parse_caption(text: str) -> tuple[str, str, str] | None:
+    """(colour, shape, direction) of a caption in one of the world's phrasings, else None."""
+    import re
+
+    for phrase in PHRASES:
+        pattern = re.escape(phrase).replace(r"\{c\}", "(?P<c>[a-z]+)").replace(r"\{s\}", "(?P<s>[a-z]+)")
+        m = re.fullmatch(pattern.replace(r"\{d\}", "(?P<d>[a-z]+)"), text.strip().lower())
+        if m and m["c"] in COLOURS and m["s"] in SHAPES and m["d"] in DIRECTIONS:
+            return m["c"], m["s"], m["d"]
+    return None
+
+
 def _mask(shape: str, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     if shape == "circle":

@@ -31,9 +31,9 @@ class DDPM:
         self.diffusion = diffusion
         self.scheduler = train_scheduler(diffusion)
 
-    def loss(self, model, x0, text, text_mask, randomness, weights=None, total=None) -> torch.Tensor:
+    def loss(self, model, x0, text, text_mask, randomness, weights=None, total=None, at=None) -> torch.Tensor:
         """See `diffusion_loss`."""
-        return diffusion_loss(model, x0, text, text_mask, self.diffusion, self.scheduler, randomness, weights, total)
+        return diffusion_loss(model, x0, text, text_mask, self.diffusion, self.scheduler, randomness, weights, total, at)
 
 
 def train_scheduler(diffusion: DiffusionConfig):
@@ -62,15 +62,19 @@ def _draws(diffusion: DiffusionConfig, shape: tuple[int, ...], randomness) -> tu
 
 def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
                    diffusion: DiffusionConfig, scheduler, randomness, weights: torch.Tensor | None = None,
-                   total: float | None = None) -> torch.Tensor:
+                   total: float | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error of the model's epsilon (or v) prediction at random timesteps.
 
     All randomness (timesteps, noise, text dropout) comes from `randomness`: a CPU generator, or one
     seed per sample, so a resumed run draws exactly what an uninterrupted one would. With `weights`
     (B,) the result is sum(weight x per-sample loss) / `total` (the global batch's weight), which
     summed over data-parallel ranks is the global batch's mean however the batch was dealt.
+    `at` (B,) in [0, 1) replaces the drawn timesteps by these positions on the noise schedule
+    (validation's fixed timesteps); the noise is still drawn from `randomness`.
     """
     t, noise, drop = _draws(diffusion, tuple(x0.shape), randomness)
+    if at is not None:
+        t = (at * diffusion.num_train_timesteps).long().clamp(0, diffusion.num_train_timesteps - 1)
     t, noise, drop = t.to(x0.device), noise.to(x0.device), drop.to(x0.device)
     x0 = x0.float()
     xt = scheduler.add_noise(x0, noise, t)

@@ -50,10 +50,14 @@ class RectifiedFlow:
         return tuple(torch.cat(p) for p in zip(*parts))
 
     def loss(self, model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None, randomness,
-             weights: torch.Tensor | None = None, total: float | None = None) -> torch.Tensor:
-        """Mean squared error of the predicted velocity (randomness and weights as in `ddpm.diffusion_loss`)."""
+             weights: torch.Tensor | None = None, total: float | None = None,
+             at: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean squared error of the predicted velocity (randomness, weights and `at` as in `ddpm.diffusion_loss`).
+
+        Positions `at` are taken as they are, unshifted: validation compares runs of any --flow-shift.
+        """
         t, noise, drop = self._draws(tuple(x0.shape), randomness)
-        t = shift_timesteps(t, self.diffusion.flow_shift)
+        t = shift_timesteps(t, self.diffusion.flow_shift) if at is None else at.float()
         t, noise, drop = t.to(x0.device), noise.to(x0.device), drop.to(x0.device)
         x0 = x0.float()
         tt = t.view(-1, *([1] * (x0.dim() - 1)))

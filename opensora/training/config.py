@@ -59,6 +59,15 @@ class TrainConfig:
                                  "are the run's own.", shown="a new run")
     init_from: str | None = setting(None, "Start a new run from a checkpoint's model and EMA weights (fresh "
                                     "optimizer and data order).", shown="fresh weights")
+    val_data: str | None = setting(None, "Encoded validation dataset (e.g. the collated val split, encoded): its loss "
+                                   "on fixed (sample, timestep, noise) triples is logged as val_loss.", shown="none")
+    val_every: int | None = setting(None, "Validate every N steps.", ge=1, shown="--ckpt-every")
+    val_samples: int = setting(64, "Validation triples: the first N rows of --val-data.", ge=1)
+    sample_prompts: str | None = setting(None, "A file with one prompt a line, sampled from the EMA at fixed seeds "
+                                         "into RUN/samples/step-N/ and TensorBoard.", shown="none")
+    sample_every: int | None = setting(None, "Sample the previews every N steps.", ge=1, shown="--ckpt-every")
+    sample_steps: int | None = setting(None, "Denoising steps of the previews.", ge=1,
+                                       shown="the objective's: ddpm 50, rflow 30")
     device: str = setting("auto", "Where to train: auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")
     pg_timeout: float = setting(300.0, "Seconds a collective may wait for a peer before the run fails.", gt=0)
     hang_timeout: float = setting(600.0, "Several processes: stop the run when a rank makes no progress for "
@@ -78,6 +87,11 @@ class TrainConfig:
             p.append(f"--prediction {self.prediction_type} applies to --objective ddpm only")
         if self.objective != "rflow" and self.flow_shift != 1.0:
             p.append(f"--flow-shift {self.flow_shift} applies to --objective rflow only")
+        if self.val_every is not None and self.val_data is None:
+            p.append(f"--val-every {self.val_every} needs --val-data")
+        for name in ("sample_every", "sample_steps"):
+            if getattr(self, name) is not None and self.sample_prompts is None:
+                p.append(f"--{name.replace('_', '-')} {getattr(self, name)} needs --sample-prompts")
         if self.sp == "none" and self.sp_size not in (None, 1):
             p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opensora.fsutil import write_json_atomic
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class MetricsLogger:
@@ -33,8 +37,17 @@ class MetricsLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **record}) + "\n")
         for k, v in record.items():
-            self.writer.add_scalar(f"train/{k}", float(v), step)
+            self.writer.add_scalar(_tag(k), float(v), step)
         self.progress(ProgressEvent("train", step, self.total, unit="steps", info=info))
+
+    def images(self, step: int, images: list[tuple[str, "np.ndarray"]]) -> None:
+        """(name, HxWx3 uint8) images to TensorBoard under preview/NN (the name is in the tag's text)."""
+        if not self.enabled:
+            return
+        for i, (name, image) in enumerate(images):
+            self.writer.add_image(f"preview/{i:02d}", image, step, dataformats="HWC")
+            self.writer.add_text(f"preview/{i:02d}", name, step)
+        self.writer.flush()
 
     def close(self, summary: dict | None = None) -> None:
         """Flush TensorBoard and write summary.json (what `opensora runs` and the CLI read)."""
@@ -43,6 +56,12 @@ class MetricsLogger:
         self.writer.close()
         if summary is not None:
             write_json_atomic(self.path.parent / "summary.json", summary)
+
+
+def _tag(key: str) -> str:
+    """TensorBoard tag of a record key: val_loss -> val/loss, preview_seconds -> preview/seconds, else train/KEY."""
+    group, _, name = key.partition("_")
+    return f"{group}/{name}" if group in ("val", "preview") and name else f"train/{key}"
 
 
 def read_summary(run_dir: Path) -> dict | None:

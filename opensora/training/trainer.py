@@ -171,6 +171,17 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = parallelize(
             model.to(dev), self.dims, grad_checkpoint=cfg.grad_checkpoint, booster=self.booster, optimizer=optimizer,
             lr_scheduler=lr_scheduler)
+        self.validator = self.previewer = None
+        if cfg.val_data is not None:
+            from opensora.training.validation import Validator
+
+            self.validator = Validator(Path(cfg.val_data), manifest, cfg.val_samples, self.patch,
+                                       max(1, cfg.batch_size // self.dims.dp_size), self.dims.dp_rank, self.dims.dp_size)
+        if cfg.sample_prompts is not None:
+            from opensora.training.previews import Previewer
+
+            self.previewer = Previewer(Path(cfg.sample_prompts), self.data, self.compressor, self.patch, self.diffusion,
+                                       cfg.sample_steps, dev, self.env.rank, self.env.world_size)
         self.step, self.position = 0, DataPosition()
         if self.resume_from is not None:
             self.checkpointer.load(self.resume_from)
@@ -274,6 +285,28 @@ class Trainer:
             raise UserError(f"the loss became {logged} at step {self.step}; lower --lr or use --precision fp32")
         return StepResult(logged, norm, skipped, int(batch["global_batch"]))
 
+    def validate(self) -> float:
+        """The validation loss of the training weights now (every rank calls it)."""
+        self.model.eval()
+        try:
+            return self.validator.loss(self.model, self.diffusion, self.compressor, self.amp.autocast, self.env.device,
+                                       self.dims.sp_size)
+        finally:
+            self.model.train()
+
+    def _evaluations(self, metrics: MetricsLogger, rec: dict, info: dict) -> bool:
+        """Validation loss and sample previews when due at this step, into the step's record and progress line."""
+        cfg, ran = self.cfg, False
+        if self.validator is not None and self.step % (cfg.val_every or cfg.ckpt_every) == 0:
+            rec["val_loss"] = info["val"] = self.validate()
+            ran = True
+        if self.previewer is not None and self.step % (cfg.sample_every or cfg.ckpt_every) == 0:
+            r = self.previewer.run(self.ema, self.compressor, self.step, self.run_dir)
+            rec["preview_seconds"] = info["preview s"] = r.seconds
+            metrics.images(self.step, r.sheets)
+            ran = True
+        return ran
+
     def train(self) -> TrainSummary:
         """Run until --steps, checkpointing every --ckpt-every and at the end."""
         cfg = self.cfg
@@ -322,6 +355,11 @@ class Trainer:
                     rec.update(loss_scale=scale, skipped=r.skipped, skipped_steps=self.skipped_steps)
                 info = {"loss": r.loss, "samples/s": r.samples / dt, **({"skipped": self.skipped_steps}
                                                                          if self.skipped_steps else {})}
+            else:
+                rec, info = {}, {}
+            if self._evaluations(metrics, rec, info) and watchdog is not None:  # every rank: they are collectives
+                watchdog.beat(self.step)  # validation and previews are progress too
+            if self.is_main:
                 metrics.log(self.step, rec, info)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 summary.last_checkpoint = self.checkpointer.save()
