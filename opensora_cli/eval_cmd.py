@@ -11,7 +11,7 @@ from opensora.errors import UserError
 from opensora_cli.render import console, print_json, progress_bars, table
 from opensora_cli.settings import Settings, build_config
 
-METRICS = (("clip_score", "CLIP score", "{:.2f}"), ("fvd", "FVD", "{:.2f}"),
+METRICS = (("val_loss", "validation loss", "{:.4f}"), ("clip_score", "CLIP score", "{:.2f}"), ("fvd", "FVD", "{:.2f}"),
            ("colour_accuracy", "colour accuracy", "{:.0%}"), ("direction_accuracy", "direction accuracy", "{:.0%}"))
 
 

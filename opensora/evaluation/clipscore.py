@@ -28,7 +28,16 @@ class CLIPScorer:
     def __init__(self, path: str, device: torch.device):
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
+        from transformers import AutoConfig
+
         check_loadable(path, "--clip")
+        try:
+            kind = AutoConfig.from_pretrained(path).model_type
+        except (OSError, ValueError) as e:
+            kind = f"unreadable config: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        if kind != "clip":  # transformers would load a text-only CLIP with random image weights, and only warn
+            raise UserError(f"--clip {path}: not a CLIP model with image and text towers ({kind}); pass e.g. "
+                            "openai/clip-vit-base-patch32 or its local copy")
         try:
             self.model = CLIPModel.from_pretrained(path).eval().to(device)
             self.tokenizer = CLIPTokenizer.from_pretrained(path)

@@ -240,6 +240,17 @@ def evaluate(cfg: EvalConfig, ckpt: Path, progress: ProgressFn = no_progress) ->
         real = i3d_features(detector, [r.frames for r in refs], device)
         result.metrics["fvd"] = fvd(real, fake)
         result.protocol["fvd"] = protocol_text(cfg.i3d, len(videos), len(refs), reference)
+    if (Path(cfg.data) / "manifest.json").exists():  # an encoded split: the validation loss of `train --val-data`
+        from contextlib import nullcontext
+
+        from opensora.data.dataset import read_manifest
+        from opensora.training.validation import Validator
+
+        val = Validator(Path(cfg.data), read_manifest(Path(cfg.data)), cfg.samples, patch, 8, 0, 1)
+        result.metrics["val_loss"] = val.loss(model, diffusion, compressor, nullcontext, device, 1)
+        result.protocol["val_loss"] = (f"the {diffusion.objective} loss of the EMA weights on the split's first "
+                                       f"{val.n} rows, row k at the fixed position (k + 0.5)/{val.n} of the noise "
+                                       "schedule with fixed noise, caption given (as train --val-data)")
     world = _world_accuracy(videos, refs)
     if world is not None:
         result.metrics.update(world)
