@@ -241,6 +241,7 @@ def _print_summary(r) -> None:
     rows = [("run", r.run_dir), ("steps", f"{r.start_step} -> {r.steps}"), ("processes", r.world_size),
             ("first loss", f"{r.losses[0]:.4f}" if r.losses else "-"),
             ("last loss", f"{r.losses[-1]:.4f}" if r.losses else "-"),
+            *([("validation loss", f"{r.val_loss:.4f}")] if r.val_loss is not None else []),
             ("samples/s", f"{r.samples_per_s:.2f}"), ("checkpoint", r.last_checkpoint)]
     console.print(table("training done", rows))
     next_line(f"opensora sample \"a prompt\" --ckpt {r.last_checkpoint}")

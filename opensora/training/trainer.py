@@ -60,6 +60,7 @@ class TrainSummary:
     last_checkpoint: Path | None = None
     world_size: int = 1
     skipped_steps: int = 0  # fp16 steps the loss scaler skipped (inf/NaN gradients)
+    val_loss: float | None = None  # the last validation loss (--val-data)
 
 
 OOM_FIXES = "try --grad-checkpoint, a smaller --batch-size, --sp N or re-encoding with a smaller --max-frames/--resolution"
@@ -326,7 +327,8 @@ class Trainer:
                 watchdog.stop()
         metrics.close({"start_step": summary.start_step, "steps": self.step, "samples_per_s": summary.samples_per_s,
                        "last_loss": summary.losses[-1] if summary.losses else None, "world_size": self.env.world_size,
-                       "last_checkpoint": str(summary.last_checkpoint), "skipped_steps": self.skipped_steps})
+                       "last_checkpoint": str(summary.last_checkpoint), "skipped_steps": self.skipped_steps,
+                       "last_val_loss": summary.val_loss})
         return summary
 
     def _loop(self, metrics: MetricsLogger, watchdog) -> TrainSummary:
@@ -359,6 +361,7 @@ class Trainer:
                 rec, info = {}, {}
             if self._evaluations(metrics, rec, info) and watchdog is not None:  # every rank: they are collectives
                 watchdog.beat(self.step)  # validation and previews are progress too
+            summary.val_loss = rec.get("val_loss", summary.val_loss)
             if self.is_main:
                 metrics.log(self.step, rec, info)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:

@@ -27,7 +27,7 @@ def test_eval_on_encoded_and_collated_splits(cli, tmp_path, trained_checkpoint, 
     assert r.code == 0, r.err
     first, second = json.loads(out.read_text())["results"]
     assert first["samples"] == 6 and first["step"] == 4
-    assert set(first["metrics"]) == {"clip_score", "fvd"}  # its captions are not the world's: no accuracy
+    assert set(first["metrics"]) == {"val_loss", "clip_score", "fvd"}  # not the world's captions: no accuracy
     assert 0 <= first["metrics"]["clip_score"] <= 100 and first["metrics"]["fvd"] >= 0
     assert first["metrics"] == second["metrics"]  # the run's newest checkpoint is the same one: fixed seeds
     assert "16 evenly spaced frames" in first["protocol"]["fvd"] and "sha256" in first["protocol"]["fvd"]
@@ -42,6 +42,7 @@ def test_eval_on_encoded_and_collated_splits(cli, tmp_path, trained_checkpoint, 
     assert collated["metrics"]["fvd"] == pytest.approx(first["metrics"]["fvd"], rel=1e-6)
     assert collated["metrics"]["clip_score"] == pytest.approx(first["metrics"]["clip_score"], rel=1e-6)
     assert "collated split's videos" in collated["protocol"]["fvd"]
+    assert "val_loss" not in collated["metrics"]  # a collated split has no encoded latents to noise
 
 
 def test_eval_bad_input_is_one_line(cli, tmp_path, trained_checkpoint, encoded_dataset, tiny_text_encoder):
