@@ -26,9 +26,7 @@ class CLIPScorer:
     """A CLIP model and its processors, loaded from a hub id or a local directory."""
 
     def __init__(self, path: str, device: torch.device):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-        from transformers import AutoConfig
+        from transformers import AutoConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         check_loadable(path, "--clip")
         try:

@@ -40,7 +40,7 @@ class MetricsLogger:
             self.writer.add_scalar(_tag(k), float(v), step)
         self.progress(ProgressEvent("train", step, self.total, unit="steps", info=info))
 
-    def images(self, step: int, images: list[tuple[str, "np.ndarray"]]) -> None:
+    def images(self, step: int, images: list[tuple[str, np.ndarray]]) -> None:
         """(name, HxWx3 uint8) images to TensorBoard under preview/NN (the name is in the tag's text)."""
         if not self.enabled:
             return

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from opensora.evaluation.fvd import FVD_FRAMES, FVD_SIZE, frechet_distance, fvd, fvd_input, i3d_features, load_i3d
+from opensora.evaluation.fvd import (
+    FVD_FRAMES,
+    FVD_SIZE,
+    frechet_distance,
+    fvd,
+    fvd_input,
+    i3d_features,
+    load_i3d,
+)
 
 
 def test_frechet_distance_matches_the_closed_form_of_diagonal_gaussians():

@@ -79,8 +79,8 @@ def test_validation_and_preview_settings_are_checked(cli, tmp_path, encoded_data
     # a validation set encoded with another compression cannot be compared
     import json as _json
 
-    from tests.conftest import moving_square_video
     from opensora.data.video import write_video
+    from tests.conftest import moving_square_video
 
     vids = tmp_path / "v"
     vids.mkdir()
