@@ -73,6 +73,10 @@ def eval_command(
     console.print(table(f"eval on {cfg.data}", rows, ("", *(Path(r.checkpoint).name for r in results))))
     for key, text in results[0].protocol.items():
         console.print(f"[dim]{key}: {text}[/dim]", highlight=False, soft_wrap=True)
+    missing = [flag for flag, given in (("--clip MODEL for the CLIP score", cfg.clip), ("--i3d FILE for FVD", cfg.i3d))
+               if given is None]
+    if missing:
+        console.print(f"[dim]pass {' and '.join(missing)}[/dim]", highlight=False)
     for r in results:
         if r.skipped:
             console.print(f"[yellow]{r.checkpoint}: {len(r.skipped)} reference videos skipped (first: {r.skipped[0]})[/yellow]")

@@ -27,7 +27,8 @@ from opensora.errors import UserError
 from opensora.evaluation.config import EvalConfig
 from opensora.progress import ProgressEvent, ProgressFn, no_progress
 
-WORLD_RULE = "the demo's judge: nearest palette colour of the object, centroid motion from the first to the last third"
+COLOUR_RULE = "the demo's judge: the palette colour nearest the object's mean colour is the prompt's"
+DIRECTION_RULE = "the demo's judge: the object's centroid moves the prompt's way from the first to the last third"
 
 
 @dataclass
@@ -254,7 +255,7 @@ def evaluate(cfg: EvalConfig, ckpt: Path, progress: ProgressFn = no_progress) ->
     world = _world_accuracy(videos, refs)
     if world is not None:
         result.metrics.update(world)
-        result.protocol["colour_accuracy"] = result.protocol["direction_accuracy"] = WORLD_RULE
+        result.protocol.update(colour_accuracy=COLOUR_RULE, direction_accuracy=DIRECTION_RULE)
     result.protocol["sampling"] = (f"video k: the split's k-th video's first caption, seed {cfg.seed} + k, {sampler} "
                                    f"{steps} steps, guidance {cfg.cfg_scale:g}, EMA weights, at the reference's size")
     result.seconds = time.perf_counter() - t0
