@@ -96,16 +96,21 @@ def _safetensors_end(f: Path) -> int:
 
 
 def load_dit(directory: Path, dtype: torch.dtype = torch.float32):
-    """A VideoDiT saved with save_pretrained (config.json + safetensors), without pickle.
+    """A VideoDiT or STDiT saved with save_pretrained (config.json + safetensors), without pickle.
 
-    Models saved before `pos_embed` existed used the concatenated layout; their config lacks the
-    key, and the current default ("sum") would silently give them other positions.
+    The class is the config's `_class_name`. Models saved before `pos_embed` existed used the
+    concatenated layout; their config lacks the key, and the current default ("sum") would silently
+    give them other positions.
     """
     from opensora.models.dit import VideoDiT
+    from opensora.models.stdit import STDiT
 
     config = json.loads((Path(directory) / "config.json").read_text())
+    cls = {"VideoDiT": VideoDiT, "STDiT": STDiT}.get(config.get("_class_name"))
+    if cls is None:
+        raise UserError(f"{directory}: a {config.get('_class_name')} model, not one of opensora's (VideoDiT, STDiT)")
     extra = {} if "pos_embed" in config else {"pos_embed": "concat"}
-    return VideoDiT.from_pretrained(directory, torch_dtype=dtype, **extra)
+    return cls.from_pretrained(directory, torch_dtype=dtype, **extra)
 
 
 def load_model(path: Path, ema: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

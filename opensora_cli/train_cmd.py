@@ -178,7 +178,7 @@ def _preflight(cfg, show_all: bool, as_json: bool, force: bool) -> None:
     if as_json and show_all:
         print_json({"buckets": [vars(b) for b in buckets.buckets], "steps_per_epoch": buckets.steps_per_epoch,
                     "model": cfg.model, "params": p.cost.params, "tokens": p.max_tokens,
-                    "flops_per_sample": p.cost.flops_per_sample(p.max_tokens), "dp": p.dp_size, "sp": p.sp_size,
+                    "flops_per_sample": p.cost.flops_per_sample(p.max_tokens, frames=p.frames), "dp": p.dp_size, "sp": p.sp_size,
                     "batch_per_rank": p.per_rank_batch, "device": device,
                     "memory": {**p.memory.parts(), "total": p.memory.total(),
                                "total_with_grad_checkpoint": p.memory.total(True),
@@ -194,7 +194,7 @@ def _preflight(cfg, show_all: bool, as_json: bool, force: bool) -> None:
     if show_all:
         m = p.memory
         rows = [("model", f"{cfg.model}: {p.cost.params / 1e6:.1f}M parameters, "
-                          f"{p.cost.flops_per_sample(p.max_tokens) / 1e12:.3g} TFLOP per sample (train step)"),
+                          f"{p.cost.flops_per_sample(p.max_tokens, frames=p.frames) / 1e12:.3g} TFLOP per sample (train step)"),
                 ("layout", f"{world} rank{'s' if world > 1 else ''} = dp {p.dp_size} x sp {p.sp_size}, "
                            f"{p.per_rank_batch} per rank in the heaviest bucket ({p.max_tokens} tokens each)"),
                 *[(k, _gib(v)) for k, v in m.parts().items()],

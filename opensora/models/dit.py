@@ -300,6 +300,10 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.final_layer = FinalLayer(hidden_size, int(np.prod(self.patch_size)), in_channels)
         self.initialize_weights()
 
+    def sequence_attentions(self) -> list[Attention]:
+        """The self-attentions that see the whole (split) sequence: every block's."""
+        return [b.attn for b in self.blocks]
+
     def initialize_weights(self) -> None:
         """DiT's initialisation, ending with the zero-init of adaLN modulation and output layers."""
         def _basic(m):

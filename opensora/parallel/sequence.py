@@ -1,4 +1,4 @@
-"""Sequence parallelism for VideoDiT: split the token sequence across an SP group.
+"""Sequence parallelism for VideoDiT and STDiT: split the token sequence across an SP group.
 
 The model stays single-device code: `sequence_parallelize` (called by `parallelize`) swaps its
 `seq_in`/`seq_out` boundaries for a split/gather pair and puts a strategy in every
@@ -20,6 +20,12 @@ e = bytes per element); the backward pass sends the same again:
                                Sent per rank: BND e (P-1)/P + BND e (P-1)/P^2.
                                The gather is not overlapped with the local projection here (the
                                original did so with point-to-point exchange at P=2).
+
+STDiT hands `seq_in` its tokens as (B, T', S*D), so the split is along frames: spatial attention,
+cross-attention and the MLP run on whole local frames, and only the temporal attention holds the
+strategy, over sequences of T' tokens for each of the B*S positions. Its bytes per block are the
+formulas above with N = T'S (the same tokens cross the wire, once per block instead of in every
+self-attention of a full-attention block).
 
 Sequences whose length is not a multiple of P are padded at `seq_in`; padded positions are masked
 as attention keys and dropped at `seq_out`, so results equal the unsplit model's.
@@ -154,6 +160,6 @@ def sequence_parallelize(model, mode: str, group, rank: int, size: int, counter:
     model.seq_in = SplitSequence(ctx)
     model.seq_out = GatherSequence(ctx)
     strategy = SP_STRATEGIES.lookup(mode)(ctx)
-    for block in model.blocks:
-        block.attn.sp = strategy
+    for attn in model.sequence_attentions():  # VideoDiT: every self-attention; STDiT: the temporal ones
+        attn.sp = strategy
     return ctx

@@ -119,16 +119,18 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress,
             shutdown()  # NCCL warns at exit about a process group left alive
 
 
-def _estimate(model, tokens: int, forwards: int, device, dtype) -> float | None:
+def _estimate(model, tokens: int, frames: int, forwards: int, device, dtype) -> float | None:
     from opensora.training.plan import ModelCost, matmul_flops_per_s
 
     c = model.config
-    cost = ModelCost(c.model_name, 0, c.hidden_size, c.depth, c.num_heads, tuple(c.patch_size), c.condition, c.text_len)
+    family = "STDiT" if type(model).__name__ == "STDiT" else "DiT"
+    cost = ModelCost(c.model_name, 0, c.hidden_size, c.depth, c.num_heads, tuple(c.patch_size), c.condition, c.text_len,
+                     family)
     try:
         rate = matmul_flops_per_s(str(device), PRECISION_NAMES[dtype])
     except (RuntimeError, TypeError):
         return None
-    return forwards * cost.flops_per_sample(tokens, train=False) / (0.5 * rate)
+    return forwards * cost.flops_per_sample(tokens, train=False, frames=frames) / (0.5 * rate)
 
 
 def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[SampleResult]:
@@ -178,7 +180,7 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
     tokens = math.prod(x // p for x, p in zip(latent, patch))
     guided = 1 if cfg.disable_cfg or cfg.cfg_scale == 1 else 2
     if on_start is not None and writer:
-        seconds = _estimate(model, tokens, guided * cfg.steps * len(jobs), device, dtype)
+        seconds = _estimate(model, tokens, latent[0] // patch[0], guided * cfg.steps * len(jobs), device, dtype)
         on_start(SamplePlan(cfg.num_frames(), cfg.height, cfg.width, tuple(latent), tokens, len(jobs), cfg.steps,
                             guided, str(device), seconds))
     progress(ProgressEvent("denoise", 0, len(jobs) * cfg.steps, unit="steps"))

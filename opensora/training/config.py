@@ -92,6 +92,10 @@ class TrainConfig:
         for name in ("sample_every", "sample_steps"):
             if getattr(self, name) is not None and self.sample_prompts is None:
                 p.append(f"--{name.replace('_', '-')} {getattr(self, name)} needs --sample-prompts")
+        from opensora.models.presets import MODELS, condition_problem
+
+        if self.model in MODELS and condition_problem(self.model, self.condition):
+            p.append(condition_problem(self.model, self.condition))
         if self.sp == "none" and self.sp_size not in (None, 1):
             p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)

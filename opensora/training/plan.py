@@ -35,14 +35,21 @@ class ModelCost:
     patch: tuple[int, int, int]
     condition: str
     text_len: int
+    family: str = "DiT"
 
-    def flops_per_sample(self, tokens: int, train: bool = True) -> float:
-        """Matmul + attention FLOPs of one sample with `tokens` video tokens (x3 for a training step)."""
+    def flops_per_sample(self, tokens: int, train: bool = True, frames: int | None = None) -> float:
+        """Matmul + attention FLOPs of one sample with `tokens` video tokens in `frames` latent frame groups
+        (x3 for a training step). Full attention costs N^2 per block; STDiT's spatial + temporal
+        attention N*S + N*T' (S = N / T'); without `frames`, STDiT is costed as 16 frame groups."""
         from opensora.models.dit import CONDITIONINGS
 
         conditioning = CONDITIONINGS.lookup(self.condition)
         d, n, s = self.hidden, tokens + conditioning.prefix_tokens(self.text_len), self.text_len
-        per_block = 2 * n * 12 * d * d + 4 * n * n * d  # qkv, proj, mlp (4x); scores and values
+        if self.family == "STDiT":
+            t = max(1, min(frames or 16, tokens))
+            per_block = 2 * n * 16 * d * d + 4 * n * (n / t) * d + 4 * n * t * d  # + temporal qkv/proj (4 d^2)
+        else:
+            per_block = 2 * n * 12 * d * d + 4 * n * n * d  # qkv, proj, mlp (4x); scores and values
         if conditioning.cross_attention:
             per_block += 2 * n * 2 * d * d + 2 * s * 2 * d * d + 4 * n * s * d
         forward = self.depth * per_block
@@ -54,13 +61,13 @@ def model_cost(name: str, in_channels: int, condition: str, text_dim: int, text_
     """Parameters of preset `name` counted on the meta device, with the sizes the FLOP model needs."""
     import torch
 
-    from opensora.models.presets import create_model, model_config
+    from opensora.models.presets import MODELS, create_model, model_config
 
     with torch.device("meta"):
         model = create_model(name, in_channels, condition, text_dim, text_len, temporal_patch)
     mc = model_config(name, temporal_patch)
     return ModelCost(name, sum(p.numel() for p in model.parameters()), mc["hidden_size"], mc["depth"],
-                     mc["num_heads"], tuple(mc["patch_size"]), condition, text_len)
+                     mc["num_heads"], tuple(mc["patch_size"]), condition, text_len, MODELS.lookup(name).family)
 
 
 @dataclass
@@ -175,6 +182,7 @@ class TrainPlan:
     step_flops: float
     step_seconds: float | None
     fixes: list[str] = field(default_factory=list)
+    frames: int = 1  # latent frame groups of the heaviest bucket (STDiT's attention cost)
 
     @property
     def fits(self) -> bool:
@@ -210,9 +218,11 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_
     avail = available_memory(device)
     if not device.startswith("cuda"):
         avail //= max(1, local_ranks)  # ranks of one machine share its RAM
-    step_flops = cost.flops_per_sample(heaviest.tokens) * heaviest.batch / sp
+    frames = heaviest.train_thw[0] // cost.patch[0]
+    step_flops = cost.flops_per_sample(heaviest.tokens, frames=frames) * heaviest.batch / sp
     seconds = step_flops / (0.5 * matmul_flops_per_s(device, precision)) if estimate_time else None
-    plan = TrainPlan(cost, mem, avail, device, dp, sp, heaviest.batch, heaviest.tokens, step_flops, seconds)
+    plan = TrainPlan(cost, mem, avail, device, dp, sp, heaviest.batch, heaviest.tokens, step_flops, seconds,
+                     frames=frames)
     if not plan.fits:
         fixes = []
         if not cfg.grad_checkpoint and memory(ckpt=True).total() <= avail:
@@ -228,7 +238,8 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_
                 fixes.append(f"--sp ulysses --nproc {world_size * n} (or more GPUs)")
                 break
         preset = MODELS[cfg.model]
-        smaller = [n for n in MODELS if MODELS[n].patch == preset.patch and MODELS[n].hidden_size < preset.hidden_size]
+        smaller = [n for n in MODELS if MODELS[n].patch == preset.patch and MODELS[n].family == preset.family
+                   and MODELS[n].hidden_size < preset.hidden_size]
         for name in sorted(smaller, key=lambda n: -MODELS[n].hidden_size):
             c = model_cost(name, manifest["latent_channels"], cfg.condition, text["dim"], text["max_length"],
                            cfg.temporal_patch)

@@ -16,9 +16,9 @@ from opensora.parallel.sequence import sequence_parallelize, theoretical_bytes
 TEXT_DIM, TEXT_LEN = 16, 8
 
 
-def _model(condition: str, seed: int = 0):
+def _model(condition: str, seed: int = 0, family: str = "DiT"):
     torch.manual_seed(seed)
-    m = create_model("DiT/T-2", 4, condition, TEXT_DIM, TEXT_LEN)
+    m = create_model(f"{family}/T-2", 4, condition, TEXT_DIM, TEXT_LEN)
     with torch.no_grad():  # leave DiT's zero init so outputs and all gradients are non-trivial
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -40,18 +40,27 @@ def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def exactness(rank: int, world: int, mode: str, out: str) -> None:
-    """SP forward/backward on `world` ranks vs the same model unsplit, for every conditioning."""
+def exactness(rank: int, world: int, mode: str, out: str, family: str = "DiT") -> None:
+    """SP forward/backward on `world` ranks vs the same model unsplit, for every conditioning of `family`.
+
+    DiT splits its tokens: (1, 6, 6) gives 9 video tokens (odd), (2, 4, 6) 12, token-concat adds
+    1 + TEXT_LEN more. STDiT splits frames: (3, 4, 6) gives 3 latent frames (odd) of 6 tokens, (2, 4, 6) 2,
+    and (4, 4, 6) with one timestep per frame (frames given clean, as image-to-video trains).
+    """
     report = []
     device = _device()
     group = dist.new_group(list(range(world)))
-    # (1, 6, 6): 9 video tokens (odd); (2, 4, 6): 12; token-concat adds 1 + TEXT_LEN more
-    for condition in ("adaln", "cross-attn", "token-concat"):
-        for shape in ((1, 6, 6), (2, 4, 6)):
-            ref = _model(condition).to(device)
+    stdit = family == "STDiT"
+    conditions = ("adaln", "cross-attn") if stdit else ("adaln", "cross-attn", "token-concat")
+    shapes = ((3, 4, 6), (2, 4, 6), (4, 4, 6)) if stdit else ((1, 6, 6), (2, 4, 6))
+    for condition in conditions:
+        for shape in shapes:
+            ref = _model(condition, family=family).to(device)
             sp = copy.deepcopy(ref)
             ctx = sequence_parallelize(sp, mode, group, rank, world)
             x, t, text, mask, target = _inputs(2, shape, seed=7, device=device)
+            if stdit and shape[0] == 4:  # per-frame timesteps: the first frame given (0), the rest noised
+                t = torch.stack([torch.zeros_like(t), t, t, t], dim=1)
             y_ref = ref(x, t, text, mask)
             ((y_ref - target) ** 2).mean().backward()
             ctx.counter.reset()
@@ -69,9 +78,12 @@ def exactness(rank: int, world: int, mode: str, out: str) -> None:
                     assert g.abs().max() == 0, name
                     continue
                 grad_err = max(grad_err, ((g - p_ref.grad).abs().max() / p_ref.grad.abs().max().clamp_min(1e-12)).item())
-            L = (shape[0] * shape[1] * shape[2]) // 4 + (1 + TEXT_LEN if condition == "token-concat" else 0)
-            Lp = L + (-L) % world
-            expect = theoretical_bytes(mode, 2, Lp, sp.config.hidden_size, world, 4)
+            if stdit:  # the temporal attention's sequences: B x S of them, T' (padded) frames long
+                L, S = shape[0], (shape[1] // 2) * (shape[2] // 2)
+                expect = theoretical_bytes(mode, 2 * S, L + (-L) % world, sp.config.hidden_size, world, 4)
+            else:
+                L = (shape[0] * shape[1] * shape[2]) // 4 + (1 + TEXT_LEN if condition == "token-concat" else 0)
+                expect = theoretical_bytes(mode, 2, L + (-L) % world, sp.config.hidden_size, world, 4)
             measured = {k[1]: v // len(sp.blocks) for k, v in fwd_bytes.items() if k[1] != "gather_output"}
             report.append({"condition": condition, "shape": shape, "tokens": L, "out_err": out_err,
                            "grad_err": grad_err, "bytes": measured, "expected": expect})

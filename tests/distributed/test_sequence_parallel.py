@@ -19,12 +19,13 @@ NCCL = pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() <
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["gloo", NCCL])
-@pytest.mark.parametrize("mode", ["ulysses", "fastseq"])
-def test_two_process_sp_equals_one_process(tmp_path, mode, backend):
+@pytest.mark.parametrize("mode, family", [("ulysses", "DiT"), ("fastseq", "DiT"), ("ulysses", "STDiT"),
+                                          ("fastseq", "STDiT")])
+def test_two_process_sp_equals_one_process(tmp_path, mode, family, backend):
     out = tmp_path / "report.json"
-    run_workers(exactness, 2, mode, str(out), backend=backend)
+    run_workers(exactness, 2, mode, str(out), family, backend=backend)
     report = json.loads(out.read_text())
-    assert len(report) == 6 and any(r["tokens"] % 2 for r in report)  # an odd sequence length is covered
+    assert len(report) == 6 and any(r["tokens"] % 2 for r in report)  # an odd sequence (or frame) count is covered
     # CUDA's attention kernels tile a split sequence differently from a whole one: fp32 rounding only
     tol = 1e-5 if backend == "gloo" else 1e-4
     for r in report:
