@@ -33,7 +33,8 @@ class DemoConfig:
     seed: int = setting(0, "Seed of the world, training and sampling.", ge=0)
     # rflow: the same held-out accuracy as ddpm with 10 sampling steps instead of 25 (benchmarks/demo_quality.py)
     objective: str = setting("rflow", "Training objective.", choices="opensora.diffusion:OBJECTIVES")
-    model: str = "DiT/T-4"
+    model: str = setting("DiT/T-4", "Model preset (e.g. STDiT/T-4 for spatial-temporal attention).",
+                         choices="opensora.models.presets:MODELS")
     temporal_patch: int = 2
     condition: str = "adaln"  # global colour and motion are what adaLN modulation carries best
     prediction: str = "v_prediction"  # ddpm's
@@ -98,8 +99,12 @@ STAGES = ("world", "collated", "text-encoder", "dataset", "run", "samples")
 _NOT_RECORDED = ("out", "quick", "num_workers", "samples_per_prompt", "sample_steps", "cfg_scale")
 
 
+# The first stage each recorded setting shapes; the others are settings of training (the run) or sampling.
+_FIRST_STAGE = {"seed": "world", "world": "world", "height": "samples", "width": "samples", "frames": "samples"}
+
+
 def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
-    """Keep `out`'s stages only if they were built with `cfg`'s settings; else say what differs and rebuild."""
+    """Keep `out`'s stages built with `cfg`'s settings; rebuild from the first one a changed setting shapes."""
     import json
     import warnings
     from dataclasses import asdict
@@ -112,13 +117,16 @@ def _reuse_or_rebuild(out: Path, cfg: DemoConfig) -> None:
     built = [st for st in STAGES if (out / st).exists()]
     if record.exists():
         old = json.loads(record.read_text())
-        diffs = [f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+        changed = [k for k, v in settings.items() if old.get(k) != v]
+        diffs = [f"{k} {old.get(k)} -> {settings[k]}" for k in changed]
+        first = min((STAGES.index(_FIRST_STAGE.get(k, "run")) for k in changed), default=len(STAGES))
     else:
-        diffs = ["no record of the settings they were built with"] if built else []
-    if diffs and built:
-        warnings.warn(f"{out} holds a demo built with other settings ({'; '.join(diffs)}); rebuilding it "
-                      "(pass another --out to keep both)", OpenSoraWarning, stacklevel=3)
-        for st in built:
+        diffs, first = (["no record of the settings they were built with"], 0) if built else ([], len(STAGES))
+    stale = [st for st in built if STAGES.index(st) >= first]
+    if diffs and stale:
+        warnings.warn(f"{out} holds a demo built with other settings ({'; '.join(diffs)}); rebuilding "
+                      f"{', '.join(stale)} (pass another --out to keep both)", OpenSoraWarning, stacklevel=3)
+        for st in stale:
             shutil.rmtree(out / st)
     write_json_atomic(record, settings)
 

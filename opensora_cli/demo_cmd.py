@@ -20,8 +20,9 @@ def demo(
     quick: Annotated[bool | None, typer.Option("--quick/--full")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     objective: Annotated[str | None, typer.Option("--objective")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
 ) -> None:
-    """Generate a video world, encode it, train a small DiT, sample held-out prompts, judge them.
+    """Generate a video world, encode it, train a small DiT (or STDiT), sample held-out prompts, judge them.
 
     Prompts whose colour x shape x direction were never seen in training are sampled; each video is
     judged for colour and direction. Rerunning continues (finished stages are reused when they were
@@ -30,6 +31,7 @@ def demo(
     [bold]Examples[/bold]
       opensora demo
       opensora demo --quick --out /tmp/demo
+      opensora demo --model STDiT/T-4      # spatial-temporal attention; reuses the world and dataset
     """
     from opensora.demo import run_demo
 

@@ -99,7 +99,7 @@ def _evaluation_matches_the_golden_numbers(cli, demo, tiny_clip_model, tiny_i3d)
             assert got[key] == pytest.approx(value, rel=tol), (key, got)
 
 
-def test_a_demo_directory_built_with_other_settings_is_rebuilt_not_reused(tmp_path):
+def test_a_demo_directory_built_with_other_settings_is_rebuilt_from_the_first_stage_they_shape(tmp_path):
     import dataclasses
 
     from opensora.demo import DemoConfig, _reuse_or_rebuild
@@ -108,11 +108,15 @@ def test_a_demo_directory_built_with_other_settings_is_rebuilt_not_reused(tmp_pa
     out = tmp_path / "demo"
     quick = DemoConfig(out=out, steps=30)
     _reuse_or_rebuild(out, quick)
-    (out / "dataset").mkdir()
-    (out / "dataset" / "manifest.json").write_text("{}")
+    for stage in ("world", "dataset", "run"):
+        (out / stage).mkdir()
     _reuse_or_rebuild(out, dataclasses.replace(quick, sample_steps=5))  # sampling-only: stages kept
-    assert (out / "dataset" / "manifest.json").exists()
-    with pytest.warns(OpenSoraWarning, match=r"other settings \(steps 30 -> 5000\); rebuilding"):
-        _reuse_or_rebuild(out, DemoConfig(out=out))
-    assert not (out / "dataset").exists()
-    assert json.loads((out / "demo.json").read_text())["steps"] == 5000
+    assert (out / "dataset").exists() and (out / "run").exists()
+    with pytest.warns(OpenSoraWarning, match=r"other settings \(model DiT/T-4 -> STDiT/T-4\); rebuilding run"):
+        _reuse_or_rebuild(out, dataclasses.replace(quick, model="STDiT/T-4"))  # the world and dataset are reused
+    assert (out / "dataset").exists() and not (out / "run").exists()
+    assert json.loads((out / "demo.json").read_text())["model"] == "STDiT/T-4"
+    (out / "run").mkdir()
+    with pytest.warns(OpenSoraWarning, match=r"seed 0 -> 1.*rebuilding world, dataset, run"):
+        _reuse_or_rebuild(out, dataclasses.replace(quick, model="STDiT/T-4", seed=1, world=None))
+    assert not any((out / st).exists() for st in ("world", "dataset", "run"))
