@@ -3,7 +3,8 @@
 One training step (forward, backward, AdamW) on random latents of T x 32 x 32 x 4 (patch 2: 256
 tokens a frame), batch 1, adaLN conditioning, fp32. Each case runs in a fresh process, which reports
 the median step time of --runs steps (after one warm-up) and its peak memory above the built model
-and optimizer (CUDA: max_memory_allocated; CPU: peak RSS). FLOPs are the plan's model
+(CUDA: max_memory_allocated; CPU: peak RSS), which includes AdamW's states (2 x the parameters, the
+same for both families). FLOPs are the plan's model
 (opensora/training/plan.py), which `train --plan` uses too. The crossover is where STDiT's FLOPs
 fall below DiT's, by that model, at 256 tokens a frame.
 
@@ -43,12 +44,12 @@ def step():
     if device == "cuda":
         torch.cuda.synchronize()
 
-step()  # warm-up; the optimizer's states exist from here on
 if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-else:
+else:  # the process's peak so far: imports, the model, the inputs
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+step()  # warm-up (it creates the optimizer's states, counted in the peak: the same for both families)
 times = []
 for _ in range(runs):
     t0 = time.perf_counter()
@@ -99,7 +100,7 @@ def main() -> None:
                      d["bytes"] / 2**20, s["bytes"] / 2**20, s["bytes"] / max(d["bytes"], 1), fd / 1e9, fs / 1e9,
                      fs / fd])
     print_table(f"STDiT/{args.size}-2 vs DiT/{args.size}-2: one training step, batch 1, fp32, {args.device} "
-                f"(median of {args.runs}; memory above model + optimizer)",
+                f"(median of {args.runs}; peak memory above the model)",
                 ["latent TxHxW", "tokens", "DiT ms", "STDiT ms", "time ratio", "DiT MiB", "STDiT MiB", "memory ratio",
                  "DiT GFLOP", "STDiT GFLOP", "FLOP ratio"], rows)
     print(f"crossover by FLOPs at 256 tokens a frame: STDiT is cheaper from {crossover(args.size)} frames on")

@@ -38,6 +38,8 @@ def sample(
     precision: Annotated[str | None, typer.Option("--precision")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o")] = None,
     preview: Annotated[bool | None, typer.Option("--preview/--no-preview")] = None,
+    image: Annotated[Path | None, typer.Option("--image")] = None,
+    extend: Annotated[Path | None, typer.Option("--extend")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace output videos that exist (refused otherwise).")] = False,
     sp: Annotated[str | None, typer.Option("--sp")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc")] = None,
@@ -47,6 +49,8 @@ def sample(
     [bold]Examples[/bold]
       opensora sample "a person walking" --sec 5
       opensora sample "a red circle moving left" --ckpt RUN/ckpt-0002000 --height 64 --width 64 --preview
+      opensora sample "the dog runs to the left" --image first.png --frames 16   # STDiT + --frame-condition
+      opensora sample "the car keeps driving" --extend clip.mp4 --frames 32
     """
     from opensora.checkpoint import checkpoints_of
     from opensora.parallel.launch import under_torchrun

@@ -45,6 +45,7 @@ def train(
     flow_shift: Annotated[float | None, typer.Option("--flow-shift")] = None,
     cfg_dropout: Annotated[float | None, typer.Option("--cfg-dropout")] = None,
     temporal_patch: Annotated[int | None, typer.Option("--temporal-patch")] = None,
+    frame_condition: Annotated[float | None, typer.Option("--frame-condition")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
     resume: Annotated[str | None, typer.Option("--resume")] = None,
     init_from: Annotated[Path | None, typer.Option("--init-from")] = None,
@@ -132,7 +133,7 @@ def train(
 # variable (the layout, device, workers and data loading are this launch's own).
 _INHERITED = ("model", "condition", "plugin", "precision", "batch_size", "max_tokens_per_batch", "lr", "warmup_steps",
               "lr_schedule", "weight_decay", "steps", "ckpt_every", "keep", "ema_decay", "grad_clip", "grad_checkpoint",
-              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "data", "val_data", "val_every",
+              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "frame_condition", "data", "val_data", "val_every",
               "val_samples", "sample_prompts", "sample_every", "sample_steps")
 
 

@@ -37,6 +37,7 @@ class DiffusionConfig:
     prediction_type: str = "epsilon"  # ddpm: or "v_prediction"
     flow_shift: float = 1.0  # rflow: timestep shift t -> s*t / (1 + (s-1)*t), for training and sampling
     cfg_dropout: float = 0.1  # probability of training on the null text
+    frame_condition: float = 0.0  # probability of training with the first frame groups given clean (STDiT)
 
     def scheduler_config(self) -> dict:
         """Keywords shared by every DDPM-family diffusers scheduler we build."""
@@ -54,14 +55,71 @@ class DiffusionConfig:
         return cls(**{k: v for k, v in (data or {}).items() if k in names})
 
 
-def weighted_mse(pred, target, weights=None, total: float | None = None):
-    """Mean squared error; with `weights` (B,), sum(weight x per-sample error) / `total` (see `ddpm.diffusion_loss`)."""
-    if weights is None:
+def weighted_mse(pred, target, weights=None, total: float | None = None, keep=None):
+    """Mean squared error; with `weights` (B,), sum(weight x per-sample error) / `total` (see `ddpm.diffusion_loss`).
+
+    `keep` (B, T) bool limits each sample's error to those latent frames (frames given clean are not scored).
+    """
+    if weights is None and keep is None:
         import torch.nn.functional as F
 
         return F.mse_loss(pred.float(), target)
-    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)  # (B,)
+    err = (pred.float() - target).pow(2)  # (B, C, T, H, W)
+    if keep is None:
+        per_sample = err.flatten(1).mean(1)  # (B,)
+    else:
+        k = keep[:, None, :, None, None].to(err.dtype)
+        per_sample = (err * k).flatten(1).sum(1) / (k.expand_as(err).flatten(1).sum(1)).clamp_min(1)
+    if weights is None:
+        return per_sample.mean()
     return (per_sample * weights.to(per_sample.device)).sum() / total
+
+
+GIVEN_SEED_OFFSET = 0x5EEDF7A3  # given-frame draws use their own generator: the other draws stay as they were
+
+
+def draw_given(diffusion: DiffusionConfig, groups: int, randomness, batch: int):
+    """Latent frame groups given clean per sample (B,): with probability `frame_condition` k in 1..groups-1, else 0.
+
+    One draw per sample from a generator of its own (seed + GIVEN_SEED_OFFSET), so turning the option
+    on changes no other draw and resuming stays exact.
+    """
+    import torch
+
+    if diffusion.frame_condition <= 0 or groups < 2:
+        return torch.zeros(batch, dtype=torch.long)
+    gens = [randomness] * batch if isinstance(randomness, torch.Generator) else [
+        torch.Generator().manual_seed(int(s) + GIVEN_SEED_OFFSET) for s in randomness]
+    out = []
+    for g in gens:
+        given = torch.rand(1, generator=g).item() < diffusion.frame_condition
+        k = int(torch.randint(1, groups, (1,), generator=g))
+        out.append(k if given else 0)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def given_frames_mask(given, frames: int, frame_group: int):
+    """(B, T) bool: the latent frames of the first `given` (B,) frame groups of `frame_group` frames."""
+    import torch
+
+    groups = torch.arange(frames // frame_group, device=given.device)[None] < given[:, None]  # (B, G)
+    return groups.repeat_interleave(frame_group, dim=1)
+
+
+def condition_on_given(x0, xt, t, given, frame_group: int):
+    """Frames of the first `given` (B,) groups clean in xt, their timesteps 0.
+
+    Returns (xt, t: (B,) when nothing is given, else (B, groups), kept (B, T) frames to score or None).
+    """
+    import torch
+
+    if given is None or not bool(given.any()):
+        return xt, t, None
+    frames = given_frames_mask(given.to(x0.device), x0.shape[2], frame_group)  # (B, T)
+    xt = torch.where(frames[:, None, :, None, None], x0.to(xt.dtype), xt)
+    per_group = frames[:, ::frame_group]  # (B, G)
+    t = torch.where(per_group, torch.zeros_like(t, dtype=t.dtype)[:, None], t[:, None].expand_as(per_group))
+    return xt, t, ~frames
 
 
 def make_objective(diffusion: DiffusionConfig):

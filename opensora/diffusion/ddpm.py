@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from opensora.diffusion import DiffusionConfig, weighted_mse
+from opensora.diffusion import DiffusionConfig, condition_on_given, draw_given, weighted_mse
 
 
 def ddim_scheduler(diffusion: DiffusionConfig):
@@ -31,9 +31,11 @@ class DDPM:
         self.diffusion = diffusion
         self.scheduler = train_scheduler(diffusion)
 
-    def loss(self, model, x0, text, text_mask, randomness, weights=None, total=None, at=None) -> torch.Tensor:
+    def loss(self, model, x0, text, text_mask, randomness, weights=None, total=None, at=None,
+             frame_group: int = 1) -> torch.Tensor:
         """See `diffusion_loss`."""
-        return diffusion_loss(model, x0, text, text_mask, self.diffusion, self.scheduler, randomness, weights, total, at)
+        return diffusion_loss(model, x0, text, text_mask, self.diffusion, self.scheduler, randomness, weights, total, at,
+                              frame_group)
 
 
 def train_scheduler(diffusion: DiffusionConfig):
@@ -62,7 +64,7 @@ def _draws(diffusion: DiffusionConfig, shape: tuple[int, ...], randomness) -> tu
 
 def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
                    diffusion: DiffusionConfig, scheduler, randomness, weights: torch.Tensor | None = None,
-                   total: float | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+                   total: float | None = None, at: torch.Tensor | None = None, frame_group: int = 1) -> torch.Tensor:
     """Mean squared error of the model's epsilon (or v) prediction at random timesteps.
 
     All randomness (timesteps, noise, text dropout) comes from `randomness`: a CPU generator, or one
@@ -70,7 +72,9 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
     (B,) the result is sum(weight x per-sample loss) / `total` (the global batch's weight), which
     summed over data-parallel ranks is the global batch's mean however the batch was dealt.
     `at` (B,) in [0, 1) replaces the drawn timesteps by these positions on the noise schedule
-    (validation's fixed timesteps); the noise is still drawn from `randomness`.
+    (validation's fixed timesteps); the noise is still drawn from `randomness`. With the config's
+    `frame_condition`, some samples get their first groups of `frame_group` latent frames clean, at
+    timestep 0, and unscored (image-to-video and extension training).
     """
     t, noise, drop = _draws(diffusion, tuple(x0.shape), randomness)
     if at is not None:
@@ -79,6 +83,8 @@ def diffusion_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch
     x0 = x0.float()
     xt = scheduler.add_noise(x0, noise, t)
     target = noise if diffusion.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    given = draw_given(diffusion, x0.shape[2] // frame_group, randomness, x0.shape[0])
+    xt, t, keep = condition_on_given(x0, xt, t, given, frame_group)
     dtype = next(model.parameters()).dtype
     pred = model(xt.to(dtype), t, text.to(dtype), text_mask, drop)
-    return weighted_mse(pred, target, weights, total)
+    return weighted_mse(pred, target, weights, total, keep)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from opensora.diffusion import DiffusionConfig, weighted_mse
+from opensora.diffusion import DiffusionConfig, condition_on_given, draw_given, weighted_mse
 
 
 def euler_scheduler(diffusion: DiffusionConfig):
@@ -51,7 +51,7 @@ class RectifiedFlow:
 
     def loss(self, model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None, randomness,
              weights: torch.Tensor | None = None, total: float | None = None,
-             at: torch.Tensor | None = None) -> torch.Tensor:
+             at: torch.Tensor | None = None, frame_group: int = 1) -> torch.Tensor:
         """Mean squared error of the predicted velocity (randomness, weights and `at` as in `ddpm.diffusion_loss`).
 
         Positions `at` are taken as they are, unshifted: validation compares runs of any --flow-shift.
@@ -63,7 +63,9 @@ class RectifiedFlow:
         tt = t.view(-1, *([1] * (x0.dim() - 1)))
         xt = (1 - tt) * x0 + tt * noise
         target = noise - x0
+        given = draw_given(self.diffusion, x0.shape[2] // frame_group, randomness, x0.shape[0])
+        xt, t, keep = condition_on_given(x0, xt, t, given, frame_group)
         dtype = next(model.parameters()).dtype
         # the model sees the timestep on the scale of the scheduler's (t x 1000), like DDPM's
         pred = model(xt.to(dtype), t * self.diffusion.num_train_timesteps, text.to(dtype), text_mask, drop)
-        return weighted_mse(pred, target, weights, total)
+        return weighted_mse(pred, target, weights, total, keep)

@@ -32,6 +32,10 @@ class SampleConfig:
     precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on the CPU, as train).",
                              choices="opensora.training.config:PRECISIONS")
     out: str = setting("sample.mp4", "Output mp4 (numbered when several).")
+    image: str | None = setting(None, "Image-to-video: the video starts from this image (a checkpoint trained with "
+                                "--frame-condition).", shown="none")
+    extend: str | None = setting(None, "Continue this clip: its last frames start the video (a checkpoint trained "
+                                 "with --frame-condition).", shown="none")
     overwrite: bool = False  # replace existing output videos (a flag, never a config default)
     preview: bool = setting(False, "Also write a PNG contact sheet.")
     model: str | None = setting(None, "Check the checkpoint is this preset.", choices="opensora.models.presets:MODELS",
@@ -44,6 +48,8 @@ class SampleConfig:
     def validate(self) -> None:
         """Raise one ConfigError listing every bad value (NaN, infinities, zero, negatives, unknown names)."""
         p = field_problems(self)
+        if self.image is not None and self.extend is not None:
+            p.append("--image and --extend exclude each other; pass one")
         if self.nproc > 1 and self.sp == "none":
             p.append("--nproc needs --sp ulysses or --sp fastseq (the ranks split each video's sequence)")
         collect(p)

@@ -169,6 +169,15 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
                         "drop --model or pass the right --ckpt")
     compressor = compressor_from_spec(meta["compression"], device=str(device))
     latent = check_size(cfg, compressor, tuple(model.config.patch_size))
+    given = None
+    if cfg.image is not None or cfg.extend is not None:
+        from opensora.sampling.given import given_latents
+
+        if not diffusion.frame_condition:
+            raise UserError(f"{'--image' if cfg.image else '--extend'}: {cfg.ckpt} was not trained with frames given; "
+                            "train an STDiT with --frame-condition (e.g. 0.5) for image-to-video and extension")
+        given = given_latents(cfg.image, cfg.extend, compressor, tuple(model.config.patch_size), latent, cfg.height,
+                              cfg.width).to(device)
     text_encoder = load_text_encoder(meta["text_encoder"]["path"], device=device,
                                      max_length=meta["text_encoder"].get("max_length"))
     feats, lengths = text_encoder.encode(cfg.prompts)
@@ -195,7 +204,8 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
 
         x0 = sample_latents(model, shape, text, mask, diffusion, steps=cfg.steps, sampler=cfg.sampler,
                             cfg_scale=cfg.cfg_scale, disable_cfg=cfg.disable_cfg,
-                            generator=torch.Generator().manual_seed(seed), progress=step_progress)
+                            generator=torch.Generator().manual_seed(seed), progress=step_progress, given=given,
+                            frame_group=model.config.patch_size[0])
         if not writer:
             continue
         frames = compressor.decode_diffusion(x0)[0].cpu().numpy()  # (T, H, W, 3) uint8

@@ -55,6 +55,8 @@ class TrainConfig:
                                 "1024 px; larger latents want more).", gt=0)
     cfg_dropout: float = setting(0.1, "Probability of training on the null text (for guidance).", ge=0)
     temporal_patch: int = setting(1, "Frames per patch (the spatial patch comes from --model).", ge=1)
+    frame_condition: float = setting(0.0, "Share of samples trained with their first latent frames given clean (STDiT): "
+                                     "makes `sample --image` and `--extend` work.", ge=0)
     resume: str | None = setting(None, "auto (the run's newest good checkpoint) or RUN/ckpt-N; options not given "
                                  "are the run's own.", shown="a new run")
     init_from: str | None = setting(None, "Start a new run from a checkpoint's model and EMA weights (fresh "
@@ -96,6 +98,11 @@ class TrainConfig:
 
         if self.model in MODELS and condition_problem(self.model, self.condition):
             p.append(condition_problem(self.model, self.condition))
+        if self.frame_condition > 1:
+            p.append(f"--frame-condition {self.frame_condition} must be in [0, 1]")
+        if self.frame_condition > 0 and self.model in MODELS and MODELS[self.model].family != "STDiT":
+            p.append(f"--frame-condition needs one timestep per frame, which {self.model} does not have; use an "
+                     f"STDiT model (e.g. --model {self.model.replace('DiT/', 'STDiT/', 1)})")
         if self.sp == "none" and self.sp_size not in (None, 1):
             p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)
@@ -116,6 +123,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Settings that change what a checkpoint means: a resumed run must keep them (or start anew with --init-from).
 MEANING = {"model": "--model", "condition": "--condition", "temporal_patch": "--temporal-patch",
            "objective": "--objective", "prediction_type": "--prediction", "flow_shift": "--flow-shift",
+           "frame_condition": "--frame-condition",
            "batch_size": "--batch-size", "max_tokens_per_batch": "--max-tokens-per-batch", "plugin": "--plugin", "precision": "--precision"}
 
 

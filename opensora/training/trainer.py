@@ -161,7 +161,8 @@ class Trainer:
         self.global_batch_of = self.plan.global_batch_of()
         self.ema = ema.to(dev).requires_grad_(False).eval()
         self.diffusion = DiffusionConfig(objective=cfg.objective, prediction_type=cfg.prediction_type,
-                                         flow_shift=cfg.flow_shift, cfg_dropout=cfg.cfg_dropout)
+                                         flow_shift=cfg.flow_shift, cfg_dropout=cfg.cfg_dropout,
+                                         frame_condition=cfg.frame_condition)
         self.objective = make_objective(self.diffusion)
         optimizer = self._optimizer(model)
         lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
@@ -263,7 +264,8 @@ class Trainer:
             with self.amp.autocast():
                 # The global batch's mean, times dp because data-parallel gradients are averaged over ranks.
                 loss = self.objective.loss(self.model, x0, batch["text"].to(dev), batch["text_mask"].to(dev),
-                                           batch["seeds"], batch["weight"], batch["global_batch"] / self.dims.dp_size)
+                                           batch["seeds"], batch["weight"], batch["global_batch"] / self.dims.dp_size,
+                                           frame_group=self.patch[0])
             self.booster.backward(self.amp.scale(loss), self.optimizer)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not out_of_memory(e):

@@ -2,7 +2,7 @@
 
 Row k of the first N rows of the validation dataset is always noised with the same seed and at
 the same position on the noise schedule, (k + 0.5) / N (stratified, so every noise level counts
-equally), with its caption always given (no text dropout). The figure then moves only with the
+equally), with its caption always given (no text dropout) and no frame given clean. The figure then moves only with the
 weights: it compares steps of one run, and runs of one dataset, objective and model input.
 """
 
@@ -52,7 +52,7 @@ class Validator:
     @torch.no_grad()
     def loss(self, model, diffusion: DiffusionConfig, compressor, autocast, device: torch.device, sp_size: int) -> float:
         """Mean loss over the N triples, the same on every rank (a collective: every rank calls it)."""
-        objective = make_objective(dataclasses.replace(diffusion, cfg_dropout=0.0))
+        objective = make_objective(dataclasses.replace(diffusion, cfg_dropout=0.0, frame_condition=0.0))
         total = torch.zeros((), device=device)
         for rows, weight in self.mine:
             batch = stack_batch([self.data[k] for k in rows])
