@@ -21,6 +21,7 @@ def demo(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     objective: Annotated[str | None, typer.Option("--objective")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    frame_condition: Annotated[float | None, typer.Option("--frame-condition")] = None,
 ) -> None:
     """Generate a video world, encode it, train a small DiT (or STDiT), sample held-out prompts, judge them.
 
@@ -32,6 +33,7 @@ def demo(
       opensora demo
       opensora demo --quick --out /tmp/demo
       opensora demo --model STDiT/T-4      # spatial-temporal attention; reuses the world and dataset
+      opensora demo --model STDiT/T-4 --frame-condition 0.5   # also image-to-video from held-out first frames
     """
     from opensora.demo import run_demo
 
@@ -47,5 +49,9 @@ def demo(
     console.print(table("held-out prompts (never seen in training)", rows, ("prompt", "colour", "direction", "match", "video")))
     console.print(f"colour accuracy {r.colour_accuracy:.0%}, direction accuracy {r.direction_accuracy:.0%} "
                   f"({len(r.judged)} videos, {r.train_seconds:.0f} s of training, {r.sample_seconds:.0f} s of sampling)")
+    if r.continued:
+        colour, direction = r.continued_accuracy()
+        console.print(f"image-to-video from held-out clips' first frames: colour accuracy {colour:.0%}, direction "
+                      f"accuracy {direction:.0%} ({len(r.continued)} videos in {r.out / 'continued'})")
     console.print(f"videos and previews: {r.out / 'samples'}")
     console.print(f"checkpoint: {r.checkpoint}")

@@ -68,6 +68,16 @@ def condition_problem(name: str, condition: str) -> str | None:
     return None
 
 
+def frame_condition_problem(name: str, frame_condition: float) -> str | None:
+    """Why --frame-condition cannot train preset `name` (None when it can); torch-free."""
+    if frame_condition > 1:
+        return f"--frame-condition {frame_condition} must be in [0, 1]"
+    if frame_condition > 0 and MODELS.lookup(name).family != "STDiT":
+        return (f"--frame-condition needs one timestep per frame, which {name} does not have; use an STDiT model "
+                f"(e.g. --model {name.replace('DiT/', 'STDiT/', 1)})")
+    return None
+
+
 def create_model(name: str, in_channels: int, condition: str, text_dim: int, text_len: int,
                  temporal_patch: int = 1) -> VideoDiT:
     """A freshly initialised model (VideoDiT or STDiT) of preset `name`."""

@@ -26,7 +26,7 @@ def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     else:
         ch, cw = h, max(1, round(h * width / height))
     top, left = (h - ch) // 2, (w - cw) // 2
-    x = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + ch, left : left + cw])).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(frames[:, top : top + ch, left : left + cw])).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

@@ -94,15 +94,12 @@ class TrainConfig:
         for name in ("sample_every", "sample_steps"):
             if getattr(self, name) is not None and self.sample_prompts is None:
                 p.append(f"--{name.replace('_', '-')} {getattr(self, name)} needs --sample-prompts")
-        from opensora.models.presets import MODELS, condition_problem
+        from opensora.models.presets import MODELS, condition_problem, frame_condition_problem
 
         if self.model in MODELS and condition_problem(self.model, self.condition):
             p.append(condition_problem(self.model, self.condition))
-        if self.frame_condition > 1:
-            p.append(f"--frame-condition {self.frame_condition} must be in [0, 1]")
-        if self.frame_condition > 0 and self.model in MODELS and MODELS[self.model].family != "STDiT":
-            p.append(f"--frame-condition needs one timestep per frame, which {self.model} does not have; use an "
-                     f"STDiT model (e.g. --model {self.model.replace('DiT/', 'STDiT/', 1)})")
+        if self.model in MODELS and frame_condition_problem(self.model, self.frame_condition):
+            p.append(frame_condition_problem(self.model, self.frame_condition))
         if self.sp == "none" and self.sp_size not in (None, 1):
             p.append(f"--sp-size {self.sp_size} needs --sp ulysses or --sp fastseq")
         collect(p)
