@@ -44,6 +44,7 @@ def train(
     prediction_type: Annotated[str | None, typer.Option("--prediction")] = None,
     flow_shift: Annotated[float | None, typer.Option("--flow-shift")] = None,
     cfg_dropout: Annotated[float | None, typer.Option("--cfg-dropout")] = None,
+    image_ratio: Annotated[float | None, typer.Option("--image-ratio")] = None,
     temporal_patch: Annotated[int | None, typer.Option("--temporal-patch")] = None,
     frame_condition: Annotated[float | None, typer.Option("--frame-condition")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
@@ -133,8 +134,9 @@ def train(
 # variable (the layout, device, workers and data loading are this launch's own).
 _INHERITED = ("model", "condition", "plugin", "precision", "batch_size", "max_tokens_per_batch", "lr", "warmup_steps",
               "lr_schedule", "weight_decay", "steps", "ckpt_every", "keep", "ema_decay", "grad_clip", "grad_checkpoint",
-              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "frame_condition", "data", "val_data", "val_every",
-              "val_samples", "sample_prompts", "sample_every", "sample_steps")
+              "objective", "prediction_type", "flow_shift", "cfg_dropout", "temporal_patch", "frame_condition",
+              "image_ratio", "data", "val_data", "val_every", "val_samples", "sample_prompts", "sample_every",
+              "sample_steps")
 
 
 def _saved_config(resume: str | None, run_dir: Path) -> dict:

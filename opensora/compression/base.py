@@ -33,6 +33,9 @@ class VideoCompressor(ABC):
         st, sh, sw = self.stride
         t, h, w = video.shape[:3]
         nt, nh, nw = t - t % st, h - h % sh, w - w % sw
+        if nt == 0 and t == 1:
+            raise ValueError(f"one frame (an image) is shorter than {self.name}'s {st}-frame temporal stride; encode "
+                             "images with raw, sdvae or video-vae")
         if min(nt, nh, nw) == 0:
             raise ValueError(f"video of {t}x{h}x{w} (TxHxW) is smaller than the compression stride {self.stride}")
         top, left = (h - nh) // 2, (w - nw) // 2

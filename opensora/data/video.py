@@ -243,6 +243,8 @@ def read_video(path: Path, settings: DecodeSettings | None = None, **kw) -> tupl
     if s.too_long not in TOO_LONG:
         raise ValueError(f"too_long must be one of {TOO_LONG}")
     path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _read_image(path, s), float(s.fps or 1.0)
     with _open(path) as c:
         stream = _video_stream(c, path)
         src_fps = _fps(stream)
@@ -284,6 +286,24 @@ def read_video(path: Path, settings: DecodeSettings | None = None, **kw) -> tupl
     if not frames:
         raise VideoError(path, "no frames", "the video stream decoded to nothing")
     return np.stack(frames), out_fps
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def _read_image(path: Path, s: DecodeSettings) -> np.ndarray:
+    """(1, H, W, 3): an image as a one-frame video, upright by its EXIF orientation, sized as `s` asks."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except FileNotFoundError:
+        raise VideoError(path, "missing", "no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise VideoError(path, "corrupt", f"not an image PIL can read ({type(e).__name__})") from None
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return _FrameMaker(s, path)(frame)[None]
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:

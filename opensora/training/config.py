@@ -54,6 +54,9 @@ class TrainConfig:
     flow_shift: float = setting(1.0, "rflow: shift timesteps towards noise, t -> s*t / (1 + (s-1)*t) (SD3: 3.0 at "
                                 "1024 px; larger latents want more).", gt=0)
     cfg_dropout: float = setting(0.1, "Probability of training on the null text (for guidance).", ge=0)
+    image_ratio: float | None = setting(None, "Data with images (one-frame latents) beside videos: the share of "
+                                        "batches drawn from the images.", ge=0,
+                                        shown="as the data holds them: every row once an epoch")
     temporal_patch: int = setting(1, "Frames per patch (the spatial patch comes from --model).", ge=1)
     frame_condition: float = setting(0.0, "Share of samples trained with their first latent frames given clean (STDiT): "
                                      "makes `sample --image` and `--extend` work.", ge=0)
@@ -98,6 +101,8 @@ class TrainConfig:
 
         if self.model in MODELS and condition_problem(self.model, self.condition):
             p.append(condition_problem(self.model, self.condition))
+        if self.image_ratio is not None and self.image_ratio > 1:
+            p.append(f"--image-ratio {self.image_ratio} must be in [0, 1]")
         if self.model in MODELS and frame_condition_problem(self.model, self.frame_condition):
             p.append(frame_condition_problem(self.model, self.frame_condition))
         if self.sp == "none" and self.sp_size not in (None, 1):

@@ -115,8 +115,14 @@ def plan_dataset(data, patch: tuple[int, int, int], batch_size: int, dp_size: in
     return plan_buckets([data.latent_shape(i) for i in range(len(data))], thw_axes, patch, batch_size // dp_size, dp_size, max_tokens, data.files)
 
 
-def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: int, epoch: int) -> list[list[int]]:
-    """The epoch's global batches (row indices of one shape each), in order; independent of the layout."""
+def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: int, epoch: int,
+                  image_ratio: float | None = None, image_shapes: frozenset = frozenset()) -> list[list[int]]:
+    """The epoch's global batches (row indices of one shape each), in order; independent of the layout.
+
+    With `image_ratio`, batches of `image_shapes` (one-frame latents: images) make that share of the
+    epoch: the video batches once each, and as many image batches as the share asks, cycling through
+    them in a shuffled order (so an image may come twice an epoch, or not at all).
+    """
     rng = np.random.default_rng([seed, epoch])
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, s in enumerate(shapes):
@@ -127,6 +133,16 @@ def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: 
         rng.shuffle(rows)
         g = global_batch_of[key]
         batches += [rows[lo : lo + g].tolist() for lo in range(0, len(rows), g)]
+    if image_ratio is not None and image_shapes:
+        images = [b for b in batches if shapes[b[0]] in image_shapes]
+        videos = [b for b in batches if shapes[b[0]] not in image_shapes]
+        if image_ratio >= 1 or not videos:
+            n = len(images) if image_ratio > 0 else 0
+            videos = [] if image_ratio >= 1 else videos
+        else:
+            n = round(image_ratio / (1 - image_ratio) * len(videos))
+        order = rng.permutation(len(images)) if images else []
+        batches = videos + [images[order[k % len(images)]] for k in range(n if images else 0)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -153,15 +169,17 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, shapes, global_batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
-                 epoch: int = 0, start: int = 0):
+                 epoch: int = 0, start: int = 0, image_ratio: float | None = None, image_shapes: frozenset = frozenset()):
         self.shapes, self.global_batch_of, self.seed = [tuple(s) for s in shapes], global_batch_of, seed
         self.dp_rank, self.dp_size = dp_rank, dp_size
+        self.image_ratio, self.image_shapes = image_ratio, image_shapes
         self.set_position(epoch, start)
 
     def set_position(self, epoch: int, start: int = 0) -> None:
         """Serve epoch `epoch` from its global batch `start` on."""
         self.epoch, self.start = epoch, start
-        self.batches = epoch_batches(self.shapes, self.global_batch_of, self.seed, epoch)[start:]
+        self.batches = epoch_batches(self.shapes, self.global_batch_of, self.seed, epoch, self.image_ratio,
+                                     self.image_shapes)[start:]
 
     def __iter__(self):
         for b, batch in enumerate(self.batches, self.start):
@@ -200,11 +218,20 @@ def stack_batch(rows: list[dict]) -> dict:
     return out
 
 
+def image_shapes(data) -> frozenset:
+    """The stored latent shapes of one frame (images, and one-frame videos) in an EncodedDataset."""
+    from opensora.compression import COMPRESSIONS
+
+    t_axis = COMPRESSIONS[data.manifest["compression"]["name"]].thw_axes[0]
+    return frozenset(s for s in {data.latent_shape(i) for i in range(len(data))} if s[t_axis] == 1)
+
+
 def make_loader(data, global_batch_of: dict[tuple, int], dp_rank: int, dp_size: int, seed: int,
-                num_workers: int) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
+                num_workers: int, image_ratio: float | None = None) -> tuple[torch.utils.data.DataLoader, BucketBatchSampler]:
     """A DataLoader over this rank's batches, and its sampler (`set_position` before each epoch)."""
     shapes = [data.latent_shape(i) for i in range(len(data))]  # cached in the dataset, no row reads
-    sampler = BucketBatchSampler(shapes, global_batch_of, dp_rank, dp_size, seed)
+    sampler = BucketBatchSampler(shapes, global_batch_of, dp_rank, dp_size, seed, image_ratio=image_ratio,
+                                 image_shapes=image_shapes(data) if image_ratio is not None else frozenset())
     loader = torch.utils.data.DataLoader(
         StepRows(data), batch_sampler=sampler, collate_fn=stack_batch, num_workers=num_workers,
         prefetch_factor=2 if num_workers > 0 else None, persistent_workers=num_workers > 0,

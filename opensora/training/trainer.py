@@ -248,7 +248,7 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def _batches(self):
         loader, sampler = make_loader(self.data, self.global_batch_of, self.dims.dp_rank, self.dims.dp_size,
-                                      self.cfg.seed, self.cfg.num_workers)
+                                      self.cfg.seed, self.cfg.num_workers, self.cfg.image_ratio)
         while True:
             sampler.set_position(self.position.epoch, self.position.batch)
             for batch in loader:
