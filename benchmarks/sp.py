@@ -1,6 +1,10 @@
 """Sequence-parallel communication: bytes counted per collective against the formula, and step time 1 vs 2 ranks.
 
     python benchmarks/sp.py [--model DiT/S-2] [--frames 8] [--size 32] [--sp 2]
+    python benchmarks/sp.py --model STDiT/S-2 --frames 9    # frames split; only temporal attention communicates
+
+DiT splits its B x L token sequence; STDiT splits frames, and its temporal attention runs B x S
+sequences (S tokens a frame) of T' frames, so its formula is the same with B -> B*S and L -> T'.
 """
 
 from __future__ import annotations
@@ -77,7 +81,10 @@ def main() -> None:
     model = create_model(args.model, 4, "cross-attn", 512, 77)
     single = _step_time(model, args)
     pt, ph, pw = model.config.patch_size
-    L = (args.frames // pt) * (args.size // ph) * (args.size // pw)
+    S = (args.size // ph) * (args.size // pw)
+    stdit = type(model).__name__ == "STDiT"
+    # the sequences the split attention sees: B of L tokens (DiT), or B*S of T' frames (STDiT)
+    B, L = (args.batch * S, args.frames // pt) if stdit else (args.batch, (args.frames // pt) * S)
     Lp = L + (-L) % args.sp
     D = model.config.hidden_size
     byte_rows, time_rows = [], [["1 process", "-", single * 1e3, 1.0]]
@@ -88,14 +95,15 @@ def main() -> None:
             port = s.getsockname()[1]
         mp.spawn(_worker, args=(args.sp, port, args, mode, str(out)), nprocs=args.sp, join=True)
         r = json.loads(out.read_text())
-        expect = theoretical_bytes(mode, args.batch, Lp, D, args.sp, 4)
+        expect = theoretical_bytes(mode, B, Lp, D, args.sp, 4)
         for name, b in expect.items():
             for phase in ("forward", "backward"):
                 got = r["bytes"].get(f"{phase}:{name}", 0)
                 byte_rows.append([mode, phase, name, got, b, "yes" if got == b else "NO"])
         per_block = sum(expect.values())
         time_rows.append([f"{args.sp} processes, {mode}", f"{per_block / 1e6:.3f}", r["step"] * 1e3, r["step"] / single])
-    print_table(f"{args.model}, {L} tokens (padded {Lp}), sp {args.sp}, fp32: bytes sent per rank per block",
+    what = f"{B} sequences of {L} frames (padded {Lp})" if stdit else f"{L} tokens (padded {Lp})"
+    print_table(f"{args.model}, {what}, sp {args.sp}, fp32: bytes sent per rank per block",
                 ["mode", "phase", "collective", "measured", "theory", "match"], byte_rows)
     print_table("forward+backward step time on this CPU (gloo)", ["run", "MB sent/rank/block (fwd)", "ms", "vs 1 process"],
                 time_rows)
