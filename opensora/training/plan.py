@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 ACT_ELEMS = 24.0  # measured by benchmarks/plan.py on DiT/T and DiT/S (fp32, CPU)
 ACT_ELEMS_CKPT = 6.0  # a checkpointed block keeps its input and what its recompute holds; measured
+# STDiT keeps a second attention's activations: its peaks were 1.29-1.31x DiT's (benchmarks/stdit.py, T size)
+ACT_ELEMS_FAMILY = {"DiT": ACT_ELEMS, "STDiT": ACT_ELEMS * 1.3}
 OVERHEAD_BYTES = {"cpu": 900 * 2**20, "cuda": 600 * 2**20}  # torch, Colossal-AI, allocator slack; measured
 
 
@@ -108,8 +110,9 @@ def predict_memory(cost: ModelCost, tokens: int, batch: int, precision: str, plu
     abytes = 2 if half else 4
     local_tokens = math.ceil(tokens / sp_size)
     unit = local_tokens * cost.hidden * batch * abytes
-    full = ACT_ELEMS * unit * cost.depth
-    ckpt = ACT_ELEMS_CKPT * unit * cost.depth + ACT_ELEMS * unit  # inputs of every block + one block live
+    per_block = ACT_ELEMS_FAMILY.get(cost.family, ACT_ELEMS)
+    full = per_block * unit * cost.depth
+    ckpt = ACT_ELEMS_CKPT * unit * cost.depth + per_block * unit  # inputs of every block + one block live
     return MemoryPlan(weights=wbytes * p, grads=wbytes * p // shard, optimizer=int(optimizer),
                       ema=4 * p, activations=int(full), activations_ckpt=int(ckpt),
                       overhead=OVERHEAD_BYTES["cuda" if device.startswith("cuda") else "cpu"],
