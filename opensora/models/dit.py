@@ -267,6 +267,33 @@ class SequenceBoundary(nn.Module):
         return x, key_mask
 
 
+def init_shared_weights(model: nn.Module) -> None:
+    """DiT's initialisation of the parts every family shares: Linear layers, patch, timestep and text embedders."""
+    def _basic(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    model.apply(_basic)
+    w = model.x_embedder.proj.weight
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # like nn.Linear, as DiT does
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    nn.init.normal_(model.t_embedder.linear_1.weight, std=0.02)
+    nn.init.normal_(model.t_embedder.linear_2.weight, std=0.02)
+    nn.init.normal_(model.y_embedder.proj[0].weight, std=0.02)
+    nn.init.normal_(model.y_embedder.proj[2].weight, std=0.02)
+
+
+def unpatchify(x: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int], channels: int) -> torch.Tensor:
+    """Patch tokens (B, nt*nh*nw in (t, h, w) order, pt*ph*pw*C) -> (B, C, T, H, W)."""
+    B = x.shape[0]
+    pt, ph, pw = patch
+    nt, nh, nw = grid
+    x = x.reshape(B, nt, nh, nw, pt, ph, pw, channels)
+    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, nt, pt, nh, ph, nw, pw)
+    return x.reshape(B, channels, nt * pt, nh * ph, nw * pw)
+
+
 class VideoDiT(ModelMixin, ConfigMixin):
     """Diffusion transformer over video latents (B, C, T, H, W) of any T, H, W divisible by the patch."""
 
@@ -306,19 +333,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
     def initialize_weights(self) -> None:
         """DiT's initialisation, ending with the zero-init of adaLN modulation and output layers."""
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # like nn.Linear, as DiT does
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
-        nn.init.normal_(self.y_embedder.proj[0].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.proj[2].weight, std=0.02)
+        init_shared_weights(self)
         # zero-out adaLN modulation
         for block in self.blocks:
             if block.adaLN_modulation is not None:
@@ -332,13 +347,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """(B, N, pt*ph*pw*C) -> (B, C, T, H, W)."""
-        B = x.shape[0]
-        pt, ph, pw = self.patch_size
-        nt, nh, nw = grid
-        C = self.config.in_channels
-        x = x.view(B, nt, nh, nw, pt, ph, pw, C)
-        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, nt, pt, nh, ph, nw, pw)
-        return x.reshape(B, C, nt * pt, nh * ph, nw * pw)
+        return unpatchify(x, grid, self.patch_size, self.config.in_channels)
 
     def forward(
         self,

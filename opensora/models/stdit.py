@@ -31,6 +31,8 @@ from opensora.models.dit import (
     PatchEmbed3D,
     SequenceBoundary,
     TextEmbedder,
+    init_shared_weights,
+    unpatchify,
 )
 
 
@@ -131,20 +133,8 @@ class STDiT(ModelMixin, ConfigMixin):
 
     def initialize_weights(self) -> None:
         """DiT's initialisation; temporal and cross-attention outputs and the final layer start at zero."""
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
+        init_shared_weights(self)
         nn.init.normal_(self.t_block[1].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.proj[0].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.proj[2].weight, std=0.02)
         for block in self.blocks:  # a per-frame image DiT at first: time and text enter through zero projections
             nn.init.zeros_(block.temporal_attn.proj.weight)
             nn.init.zeros_(block.temporal_attn.proj.bias)
@@ -207,5 +197,5 @@ class STDiT(ModelMixin, ConfigMixin):
                 x_tokens = block(x_tokens, t6, frame_mask, ctx, ctx_mask)  # (B, T'_local, S, D)
         out = self.final_layer(x_tokens, c)  # (B, T'_local, S, P*C)
         out, _ = self.seq_out(out.reshape(B, n_local, -1), length=nt)  # ... and gathered here
-        return self.unpatchify(out.view(B, nt, S, -1), grid)  # (B, C, T, H, W)
+        return unpatchify(out.reshape(B, nt * S, -1), grid, self.patch_size, self.config.in_channels)  # (B, C, T, H, W)
 
