@@ -57,6 +57,17 @@ class BucketPlan:
     dp_size: int = 1
     steps_per_epoch: int = 0
 
+    def mix_images(self, image_ratio: float | None) -> None:
+        """Recount `steps_per_epoch` for `epoch_batches`'s image share (one-frame buckets are the images)."""
+        if image_ratio is None:
+            return
+        per = [(-(-b.rows // b.global_batch), b.thw[0] == 1) for b in self.buckets]
+        videos, images = sum(n for n, img in per if not img), sum(n for n, img in per if img)
+        self.steps_per_epoch = sum(mixed_batch_counts(videos, images, image_ratio))
+        if not self.steps_per_epoch:
+            raise UserError(f"--image-ratio {image_ratio:g} leaves no batch: the data has {videos} video and {images} "
+                            "image batches an epoch; pass another ratio or drop --image-ratio")
+
     def global_batch_of(self) -> dict[tuple, int]:
         """Global batch size by stored shape (what defines the data order)."""
         return {b.shape: b.global_batch for b in self.buckets}
@@ -136,14 +147,21 @@ def epoch_batches(shapes: list[tuple], global_batch_of: dict[tuple, int], seed: 
     if image_ratio is not None and image_shapes:
         images = [b for b in batches if shapes[b[0]] in image_shapes]
         videos = [b for b in batches if shapes[b[0]] not in image_shapes]
-        if image_ratio >= 1 or not videos:
-            n = len(images) if image_ratio > 0 else 0
-            videos = [] if image_ratio >= 1 else videos
-        else:
-            n = round(image_ratio / (1 - image_ratio) * len(videos))
+        n_videos, n_images = mixed_batch_counts(len(videos), len(images), image_ratio)
         order = rng.permutation(len(images)) if images else []
-        batches = videos + [images[order[k % len(images)]] for k in range(n if images else 0)]
+        batches = videos[:n_videos] + [images[order[k % len(images)]] for k in range(n_images)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def mixed_batch_counts(videos: int, images: int, image_ratio: float) -> tuple[int, int]:
+    """(video, image) batches of an epoch whose natural counts are `videos` and `images`, for `image_ratio`."""
+    if not images:
+        return videos, 0
+    if image_ratio >= 1:
+        return 0, images
+    if not videos:
+        return 0, images if image_ratio > 0 else 0
+    return videos, round(image_ratio / (1 - image_ratio) * videos)
 
 
 def sample_seed(seed: int, epoch: int, batch: int, index: int) -> int:

@@ -207,6 +207,7 @@ def plan_training(cfg, world_size: int, local_ranks: int, device: str, estimate_
     data = EncodedDataset(cfg.data)
     buckets = plan_dataset(data, model_config(cfg.model, cfg.temporal_patch)["patch_size"], cfg.batch_size, dp,
                            cfg.max_tokens_per_batch)
+    buckets.mix_images(cfg.image_ratio)
     manifest = data.manifest
     text = manifest["text_encoder"]
     cost = model_cost(cfg.model, manifest["latent_channels"], cfg.condition, text["dim"], text["max_length"],

@@ -158,6 +158,7 @@ class Trainer:
         self._check_compatible(model, manifest)
         self.patch = tuple(model.patch_size)
         self.plan = plan_dataset(self.data, self.patch, cfg.batch_size, self.dims.dp_size, cfg.max_tokens_per_batch)
+        self.plan.mix_images(cfg.image_ratio)  # refuses a mix that leaves no batch
         self.global_batch_of = self.plan.global_batch_of()
         self.ema = ema.to(dev).requires_grad_(False).eval()
         self.diffusion = DiffusionConfig(objective=cfg.objective, prediction_type=cfg.prediction_type,

@@ -29,6 +29,17 @@ def test_image_ratio_sets_the_share_of_image_batches_deterministically():
     assert len(only) == 10 and all(shapes[b[0]] in images for b in only)
     many = epoch_batches(shapes, g, 0, 0, 0.8, images)  # 20 image batches from 10: each at most twice
     assert Counter(tuple(b) for b in many if shapes[b[0]] in images).most_common(1)[0][1] <= 2
+    # the plan counts the same steps, and refuses a mix that leaves nothing to train on
+    from opensora.errors import UserError
+    from opensora.training.data import Bucket, BucketPlan
+
+    plan = BucketPlan([Bucket((1, 16, 16, 3), (1, 16, 16), (1, 16, 16), 40, 64, 4, 4),
+                       Bucket((4, 16, 16, 3), (4, 16, 16), (4, 16, 16), 20, 256, 4, 4)])
+    plan.mix_images(0.25)
+    assert plan.steps_per_epoch == 5 + 2
+    only_images = BucketPlan([Bucket((1, 16, 16, 3), (1, 16, 16), (1, 16, 16), 40, 64, 4, 4)])
+    with pytest.raises(UserError, match="--image-ratio 0 leaves no batch"):
+        only_images.mix_images(0.0)
 
 
 @pytest.mark.timeout(900)
