@@ -38,7 +38,10 @@ class DemoConfig:
     model: str = setting("DiT/T-4", "Model preset (e.g. STDiT/T-4 for spatial-temporal attention).",
                          choices="opensora.models.presets:MODELS")
     temporal_patch: int = 2
-    condition: str = "adaln"  # global colour and motion are what adaLN modulation carries best
+    # DiT: adaLN, global colour and motion are what per-block modulation carries best. STDiT modulates
+    # every block with one shared projection of the timestep (adaLN-single), so its text goes through
+    # cross-attention, as in Open-Sora's STDiT.
+    condition: str | None = None
     prediction: str = "v_prediction"  # ddpm's
     batch_size: int = 16
     lr: float = 2e-3
@@ -53,6 +56,8 @@ class DemoConfig:
     num_workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.condition is None:
+            self.condition = "cross-attn" if self.model.startswith("STDiT/") else "adaln"
         if self.steps is None:
             self.steps = 30 if self.quick else 5000
         if self.samples_per_prompt is None:
