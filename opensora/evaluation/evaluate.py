@@ -99,9 +99,11 @@ def _encoded_references(path: Path, meta: dict, compressor, patch, n: int) -> li
     if ours and theirs["compression"] != ours.get("compression"):
         raise UserError(f"--data {path}: encoded with {theirs['compression']['name']} compression, the checkpoint with "
                         f"{ours['compression']['name']}; encode the split with the checkpoint's compression")
+    from opensora.training.validation import same_path
+
     text = meta["text_encoder"]
     dims = (data.text_length, data.manifest["text_encoder"]["dim"])
-    if theirs["text_encoder"] != text["path"] or dims != (text.get("max_length"), text.get("dim")):
+    if not same_path(theirs["text_encoder"], text["path"]) or dims != (text.get("max_length"), text.get("dim")):
         raise UserError(f"--data {path}: text features of {theirs['text_encoder']} ({dims[0]}x{dims[1]}), the checkpoint "
                         f"was trained on {text['path']}; encode the split with the checkpoint's --text-encoder")
     refs, seen = [], set()

@@ -25,6 +25,24 @@ from opensora.training.data import crop_to_patch, stack_batch
 VAL_SEED = 1_000_003  # triple k's noise seed is VAL_SEED + k: apart from the training samples' seeds
 
 
+def same_text_encoder(a: dict, b: dict) -> bool:
+    """Whether two dataset manifests hold features of the same text encoder (its files' digest when both have it)."""
+    ia, ib = a.get("text_identity") or {}, b.get("text_identity") or {}
+    if ia.get("files") and ib.get("files"):
+        same = ia["files"] == ib["files"]
+    else:
+        same = same_path(a["text_encoder"]["path"], b["text_encoder"]["path"])
+    ta, tb = a["text_encoder"], b["text_encoder"]
+    return same and (ta.get("dim"), ta.get("max_length")) == (tb.get("dim"), tb.get("max_length"))
+
+
+def same_path(a: str, b: str) -> bool:
+    """Two model references name the same thing: equal, or local paths resolving to one directory."""
+    import os
+
+    return a == b or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
 class Validator:
     """The validation loss of `model` over the first `samples` rows of the dataset at `path`."""
 
@@ -32,7 +50,9 @@ class Validator:
                  per_rank_batch: int, dp_rank: int, dp_size: int):
         self.data = EncodedDataset(Path(path))
         ours, theirs = data_identity(train_manifest), data_identity(self.data.manifest)
-        diffs = [k.replace("_", " ") for k in ("compression", "text_encoder") if ours[k] != theirs[k]]
+        diffs = ["compression"] if ours["compression"] != theirs["compression"] else []
+        if not same_text_encoder(train_manifest, self.data.manifest):
+            diffs.append("text encoder")
         if diffs:
             raise UserError(f"--val-data {path}: encoded with another {' and '.join(diffs)} than --data; encode the "
                             "validation split with the training data's settings")
