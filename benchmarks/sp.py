@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table  # noqa: E402
-from opensora.models.presets import create_model  # noqa: E402
+from opensora.models.presets import MODELS, create_model  # noqa: E402
 from opensora.parallel.sequence import sequence_parallelize, theoretical_bytes  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     single = _step_time(model, args)
     pt, ph, pw = model.config.patch_size
     S = (args.size // ph) * (args.size // pw)
-    stdit = type(model).__name__ == "STDiT"
+    stdit = MODELS.lookup(args.model).family == "STDiT"
     # the sequences the split attention sees: B of L tokens (DiT), or B*S of T' frames (STDiT)
     B, L = (args.batch * S, args.frames // pt) if stdit else (args.batch, (args.frames // pt) * S)
     Lp = L + (-L) % args.sp

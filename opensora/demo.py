@@ -8,7 +8,6 @@ initialised, real-tokenizer) text encoder are small.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +107,6 @@ class DemoResult:
         return (sum(j["colour_ok"] for j in self.continued) / n, sum(j["direction_ok"] for j in self.continued) / n)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 STAGES = ("world", "collated", "text-encoder", "dataset", "run", "samples")
 # What the stages are built from; sampling-only settings may change between reruns.
 _NOT_RECORDED = ("out", "quick", "num_workers", "samples_per_prompt", "sample_steps", "cfg_scale")
@@ -158,7 +153,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
     from opensora.data.encode import EncodeConfig, encode_dataset
     from opensora.data.video import read_video
     from opensora.parallel.distributed import shutdown
-    from opensora.sampling.sample import SampleConfig, sample_videos
+    from opensora.sampling.sample import SampleConfig, sample_videos, slug
     from opensora.text.clip import build_tiny_clip_text_encoder
     from opensora.training.config import TrainConfig
     from opensora.training.trainer import train
@@ -209,7 +204,7 @@ def run_demo(cfg: DemoConfig, progress: ProgressFn = no_progress) -> DemoResult:
         scfg = SampleConfig(prompts=[prompt], ckpt=str(result.checkpoint), height=cfg.height, width=cfg.width,
                             fps=cfg.world.fps, frames=cfg.frames, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
                             seed=cfg.seed, num_samples=cfg.samples_per_prompt, device="cpu",
-                            out=str(samples / f"{_slug(prompt)}.mp4"), preview=True, overwrite=True)
+                            out=str(samples / f"{slug(prompt)}.mp4"), preview=True, overwrite=True)
         for r in sample_videos(scfg, progress):
             result.videos.append(r.video)
             result.previews.append(r.preview)

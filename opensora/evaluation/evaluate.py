@@ -213,6 +213,9 @@ def evaluate(cfg: EvalConfig, ckpt: Path, progress: ProgressFn = no_progress) ->
     patch = tuple(model.config.patch_size)
     result = EvalResult(str(Path(ckpt)), meta.get("step"), str(cfg.data), 0, cfg.seed, steps, sampler, cfg.cfg_scale)
     refs = load_references(cfg, meta, compressor, patch, device, result.skipped)
+    from opensora.data.dataset import is_dataset
+
+    encoded = is_dataset(Path(cfg.data))  # else a collated split (load_references refused anything else)
     result.samples = len(refs)
     out_dir = Path(cfg.out).parent if cfg.out else Path(ckpt)
     videos = []
@@ -229,8 +232,8 @@ def evaluate(cfg: EvalConfig, ckpt: Path, progress: ProgressFn = no_progress) ->
 
             write_video(out_dir / f"eval-videos-{meta.get('step', 0):07d}" / f"{k:04d}.mp4", videos[-1], 8.0)
         progress(ProgressEvent("eval", k + 1, len(refs), unit="videos"))
-    reference = ("the encoded split's latents decoded by the checkpoint's compression" if len(refs) and
-                 (Path(cfg.data) / "manifest.json").exists() else "the collated split's videos, decoded as the training data")
+    reference = ("the encoded split's latents decoded by the checkpoint's compression" if encoded
+                 else "the collated split's videos, decoded as the training data")
     if scorer is not None:
         from opensora.evaluation.clipscore import RULE
 
@@ -243,7 +246,7 @@ def evaluate(cfg: EvalConfig, ckpt: Path, progress: ProgressFn = no_progress) ->
         real = i3d_features(detector, [r.frames for r in refs], device)
         result.metrics["fvd"] = fvd(real, fake)
         result.protocol["fvd"] = protocol_text(cfg.i3d, len(videos), len(refs), reference)
-    if (Path(cfg.data) / "manifest.json").exists():  # an encoded split: the validation loss of `train --val-data`
+    if encoded:  # the validation loss of `train --val-data`
         from contextlib import nullcontext
 
         from opensora.data.dataset import read_manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,17 @@ def contact_sheet(frames: np.ndarray, max_frames: int = 8, cols: int = 4) -> np.
         r, c = divmod(k, cols)
         sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = f
     return sheet
+
+
+def preview_sheet(frames: np.ndarray) -> np.ndarray:
+    """The contact sheet of (T, H, W, 3) frames, enlarged (nearest neighbour) so frames are PREVIEW_MIN_SIDE or more."""
+    zoom = max(1, math.ceil(PREVIEW_MIN_SIDE / min(frames.shape[1:3])))  # 16x16 frames: big enough to see
+    return contact_sheet(frames).repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
+def slug(text: str, limit: int | None = None) -> str:
+    """A file-name-safe form of a prompt (lower case, dashes), cut to `limit` characters."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit]
 
 
 def check_size(cfg: SampleConfig, compressor, patch: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -120,10 +132,11 @@ def sample_videos(cfg: SampleConfig, progress: ProgressFn = no_progress,
 
 
 def _estimate(model, tokens: int, frames: int, forwards: int, device, dtype) -> float | None:
+    from opensora.models.presets import MODELS
     from opensora.training.plan import ModelCost, matmul_flops_per_s
 
     c = model.config
-    family = "STDiT" if type(model).__name__ == "STDiT" else "DiT"
+    family = MODELS.lookup(c.model_name).family
     cost = ModelCost(c.model_name, 0, c.hidden_size, c.depth, c.num_heads, tuple(c.patch_size), c.condition, c.text_len,
                      family)
     try:
@@ -216,9 +229,7 @@ def _sample_videos(cfg: SampleConfig, progress: ProgressFn, on_start) -> list[Sa
             from PIL import Image
 
             preview = path.with_suffix(".png")
-            sheet = contact_sheet(frames)
-            zoom = max(1, math.ceil(PREVIEW_MIN_SIDE / min(frames.shape[1:3])))  # 16x16 frames: big enough to see
-            Image.fromarray(sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)).save(preview)
+            Image.fromarray(preview_sheet(frames)).save(preview)
         sidecar = path.with_suffix(".json")
         write_json_atomic(sidecar, {
             "prompt": prompt, "seed": seed, "steps": cfg.steps, "sampler": cfg.sampler,

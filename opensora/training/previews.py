@@ -9,8 +9,6 @@ with previews trains exactly as one without.
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,7 +74,7 @@ class Previewer:
 
         from opensora.data.video import write_video
         from opensora.diffusion.sampling import sample_latents
-        from opensora.sampling.sample import PREVIEW_MIN_SIDE, contact_sheet
+        from opensora.sampling.sample import preview_sheet, slug
 
         t0 = time.perf_counter()
         out = Path(run_dir) / "samples" / f"step-{step:07d}"
@@ -90,11 +88,9 @@ class Previewer:
                 x0 = sample_latents(ema, self.shape, text, mask, self.diffusion, steps=self.steps,
                                     cfg_scale=PREVIEW_CFG_SCALE, generator=torch.Generator().manual_seed(i))
                 frames = compressor.decode_diffusion(x0)[0].cpu().numpy()  # (T, H, W, 3) uint8
-                path = out / f"{i:02d}-{_slug(self.prompts[i])}.mp4"
+                path = out / f"{i:02d}-{slug(self.prompts[i], 40)}.mp4"
                 write_video(path, frames, self.fps)
-                sheet = contact_sheet(frames)
-                zoom = max(1, math.ceil(PREVIEW_MIN_SIDE / min(frames.shape[1:3])))
-                sheet = sheet.repeat(zoom, axis=0).repeat(zoom, axis=1)
+                sheet = preview_sheet(frames)
                 Image.fromarray(sheet).save(path.with_suffix(".png"))
                 mine.append((i, path, sheet))
         everyone = [mine]
@@ -107,6 +103,3 @@ class Previewer:
         result.seconds = time.perf_counter() - t0
         return result
 
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
